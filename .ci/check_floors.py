@@ -1,0 +1,24 @@
+"""Fails (exit 1) when any model's test accuracy is below its floor in .ci/floors.yaml."""
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+floors = yaml.safe_load(Path(sys.argv[1]).read_text())
+failures = []
+for dataset, models in floors.items():
+    for model, floor in models.items():
+        path = Path("metrics") / dataset / f"{model}.json"
+        if not path.exists():
+            failures.append(f"{dataset}/{model}: {path} missing (did its stages run?)")
+            continue
+        accuracy = json.loads(path.read_text())["test_accuracy"]
+        status = "ok" if accuracy >= floor else "BELOW FLOOR"
+        print(f"{dataset:6} {model:12} test accuracy {accuracy:.4f}  floor {floor:.4f}  {status}")
+        if accuracy < floor:
+            failures.append(f"{dataset}/{model}: {accuracy:.4f} < floor {floor:.4f}")
+if failures:
+    print("\n".join(["FAILED:"] + failures))
+    sys.exit(1)
+print(f"all {sum(len(m) for m in floors.values())} models at or above their floors")

@@ -1,0 +1,227 @@
+"""params.yaml -> typed, validated config. The only module that reads params.yaml.
+
+Every error names the offending key (as a dotted path) and says what is valid, so a typo fails
+before any download or training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
+DATASETS = ("mnist",)
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    # null: torchvision's official mirrors. Otherwise a folder or http(s)/file URL holding the
+    # four official *-idx?-ubyte.gz files. The PIPELINE_MNIST_MIRROR environment variable wins.
+    mirror: str | None = None
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    val_fraction: float
+    seed: int
+    # Keep a stratified subset of this many training images (tests); null keeps all 60,000.
+    train_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check(self.train_limit is None or self.train_limit >= 100, "train_limit",
+               self.train_limit, "null or an integer >= 100")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: Literal["sgd", "adam"]
+    lr: float
+    batch_size: int
+    epochs: int
+    # Early stopping on validation accuracy: stop after this many epochs without improvement
+    # and restore the best weights (lab-B). 0 disables it.
+    patience: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+        _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        _check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
+        _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = 0  # 0: one per core
+    seed: int = 12  # lab-C's seed
+    eval_batch_size: int = 1000  # lab-A's test batch
+
+    def __post_init__(self) -> None:
+        _check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
+        _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "a positive integer")
+
+
+@dataclass(frozen=True)
+class Params:
+    download: dict[str, DownloadConfig]
+    prepare: dict[str, PrepareConfig]
+    runtime: RuntimeConfig
+    # dataset -> model name -> settings; the order is the order of the report.
+    train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
+
+    def mnist_mirror(self) -> str | None:
+        return os.environ.get(MNIST_MIRROR_ENV) or self.download["mnist"].mirror
+
+    def models(self, dataset: str) -> list[str]:
+        return list(self.train.get(dataset, {}))
+
+    def train_config(self, dataset: str, model: str) -> TrainConfig:
+        from pipeline.models import get_model_spec
+
+        get_model_spec(model)  # an unknown name fails with the registry's list and closest match
+        models = self.train.get(dataset, {})
+        if model not in models:
+            raise ConfigError(
+                f"params.yaml: no settings for model {model!r} under train.{dataset}; "
+                f"configured models: {', '.join(models) or 'none'}"
+            )
+        return models[model]
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the repository root (where dvc.yaml is)")
+    with path.open() as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    return parse_params(raw, source=str(path))
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    try:
+        params = _parse_dataclass(Params, raw, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    # Imported here so that config stays importable without torch for the error path.
+    from pipeline.models import get_model_spec
+
+    for dataset, models in params.train.items():
+        for name in models:
+            try:
+                spec = get_model_spec(name)
+            except ValueError as e:
+                raise ConfigError(f"{source}: train.{dataset}.{name}: {e}") from None
+            if spec.dataset != dataset:
+                raise ConfigError(
+                    f"{source}: train.{dataset}.{name}: model {name!r} is a {spec.dataset} model"
+                )
+    return params
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """Deep-merges a profile into params, in place; a key the base lacks is an error (a typo).
+
+    Under `train.<dataset>` a whole new model entry is allowed: a profile may add models.
+    """
+    adding_models = where.startswith("train.") and where.count(".") == 1
+    for key, value in overrides.items():
+        path = _join(where, key)
+        if key not in base and not adding_models:
+            raise ConfigError(f"override key {path!r} is not in params.yaml; valid keys here: "
+                              f"{', '.join(map(str, base))}")
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_overrides(base[key], value, path)
+        else:
+            base[key] = value
+    return base
+
+
+# --- generic dataclass parsing -----------------------------------------------------------------
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: got {value!r}, expected {expected}")
+
+
+def _parse_dataclass(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown key {_join(where, key)!r}; valid keys: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        key = _join(where, name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"missing key {key!r}")
+            continue
+        values[name] = _parse_value(hints[name], raw[name], key)
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
+
+
+def _parse_value(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_value(inner, value, key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(map(str, args))}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        _, val_tp = args
+        return {k: _parse_value(val_tp, v, _join(key, k)) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return _parse_dataclass(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: got {value!r}, expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: got {value!r}, expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: got {value!r}, expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: got {value!r}, expected a string")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {key}")
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)

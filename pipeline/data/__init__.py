@@ -1,0 +1,1 @@
+"""Datasets: download, decode and split, one module per dataset."""

@@ -1,0 +1,89 @@
+"""Stage `evaluate`: score the best checkpoint on the official test set.
+
+    pipeline evaluate --dataset mnist --model lenet5
+    # writes metrics/mnist/lenet5.json, metrics/mnist/per_class/lenet5.json,
+    #        metrics/mnist/predictions/lenet5.csv; logs them to the model's MLflow run
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix
+
+from pipeline import figures, paths, runtime, tracking
+from pipeline.atomic import atomic_path, write_text
+from pipeline.config import Params
+from pipeline.data.presets import InputPreset
+from pipeline.inference import loss_and_accuracy, predict_logits
+from pipeline.models import count_params, get_model_spec
+from pipeline.prepare import load_prepared
+from pipeline.train import read_curves
+
+log = logging.getLogger(__name__)
+
+
+def load_checkpoint(dataset: str, model_name: str) -> dict:
+    path = paths.checkpoint_file(dataset, model_name)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `pipeline train --dataset {dataset} --model {model_name}`")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def main(params: Params, dataset: str, model_name: str) -> dict:
+    params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
+    device = runtime.setup(params.runtime)
+    checkpoint = load_checkpoint(dataset, model_name)
+    spec = get_model_spec(model_name)
+    model = spec.build()
+    model.load_state_dict(checkpoint["state_dict"])
+    model.to(device)
+    preset = InputPreset(dataset, spec.input_size)
+    data = load_prepared(dataset)
+    labels = data["test_y"]
+
+    logits = predict_logits(model, data["test_x"], preset, params.runtime.eval_batch_size, device)
+    test_loss, test_accuracy = loss_and_accuracy(logits, labels)
+    predicted = logits.argmax(1).numpy()
+    actual = labels.numpy()
+    class_names = [str(c) for c in range(logits.shape[1])]
+    report = classification_report(actual, predicted, labels=range(len(class_names)),
+                                   target_names=class_names, output_dict=True, zero_division=0)
+    matrix = confusion_matrix(actual, predicted, labels=range(len(class_names)))
+
+    metrics = {
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "test_macro_f1": report["macro avg"]["f1-score"],
+        "params": count_params(model),
+        "best_epoch": checkpoint["best_epoch"],
+        "epochs_run": checkpoint["epochs_run"],
+        "train_seconds": round(checkpoint["train_seconds"], 2),
+    }
+    write_text(paths.metrics_file(dataset, model_name), json.dumps(metrics, indent=2) + "\n")
+    per_class = {"classes": {c: report[c] for c in class_names},
+                 "confusion_matrix": matrix.tolist(), "test_size": int(len(actual))}
+    write_text(paths.per_class_file(dataset, model_name), json.dumps(per_class, indent=2) + "\n")
+    with atomic_path(paths.predictions_file(dataset, model_name)) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows(zip(actual.tolist(), predicted.tolist()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = [
+            figures.confusion_matrix(matrix, class_names, f"{model_name}: test confusion matrix",
+                                     Path(tmp) / "confusion_matrix.png"),
+            figures.learning_curves(read_curves(dataset, model_name), model_name,
+                                    Path(tmp) / "learning_curves.png"),
+            paths.per_class_file(dataset, model_name),
+        ]
+        example = preset(data["test_x"][:4]).numpy()
+        tracking.log_evaluation(checkpoint["mlflow_run_id"],
+                                {k: float(v) for k, v in metrics.items()}, artifacts, model, example)
+    log.info("%s/%s: test accuracy %.4f, loss %.4f", dataset, model_name, test_accuracy, test_loss)
+    return metrics

@@ -1,0 +1,30 @@
+"""`pipeline models`: the registry as a table or JSON."""
+from __future__ import annotations
+
+import json
+
+from pipeline.models.registry import DATASET_INPUTS, count_params, get_model_spec, list_models
+
+
+def describe_models() -> list[dict]:
+    """One entry per model: name, dataset, parameter count at the dataset's default input."""
+    rows = []
+    for name in list_models():
+        spec = get_model_spec(name)
+        inputs = DATASET_INPUTS[spec.dataset]
+        rows.append({"name": name, "dataset": spec.dataset, "params": count_params(spec.build()),
+                     "input": f"{inputs['in_channels']}x{spec.input_size}x{spec.input_size}",
+                     "source": spec.source})
+    return rows
+
+
+def print_models(as_json: bool = False) -> None:
+    rows = describe_models()
+    if as_json:
+        print(json.dumps([{k: r[k] for k in ("name", "dataset", "params")} for r in rows], indent=2))
+        return
+    header = f"{'name':<14}{'dataset':<9}{'params':>12}  {'input':<9}source"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<14}{r['dataset']:<9}{r['params']:>12,}  {r['input']:<9}{r['source']}")

@@ -1,0 +1,79 @@
+"""One registry of every model, found by name (timm's register_model / create_model habit)."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+# The input each dataset feeds a model unless the model asks for another size.
+DATASET_INPUTS = {"mnist": {"in_channels": 1, "num_classes": 10, "input_size": 28}}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dataset: str
+    builder: Callable[..., nn.Module]
+    input_size: int  # side of the square image the builder's layers expect
+    source: str  # SPEC.md source: lab-A..lab-D or course
+
+    def build(self, in_channels: int | None = None, num_classes: int | None = None) -> nn.Module:
+        defaults = DATASET_INPUTS[self.dataset]
+        return self.builder(
+            in_channels=in_channels or defaults["in_channels"],
+            num_classes=num_classes or defaults["num_classes"],
+        )
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(*, dataset: str, input_size: int, source: str):
+    """Decorator: registers a builder `fn(in_channels, num_classes) -> nn.Module` under its name."""
+    if dataset not in DATASET_INPUTS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_INPUTS)}")
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source)
+        return fn
+
+    return wrap
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def list_models(dataset: str | None = None) -> list[str]:
+    _load_families()
+    return [n for n, s in _REGISTRY.items() if dataset is None or s.dataset == dataset]
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    _load_families()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{hint} Valid models: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    return get_model_spec(name).build(**kwargs)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _load_families() -> None:
+    # Importing the family modules runs their @register_model decorators.
+    from pipeline.models import classic, lenet  # noqa: F401

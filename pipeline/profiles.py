@@ -1,0 +1,39 @@
+"""`pipeline profile NAME`: merge profiles/NAME.yaml into params.yaml, keeping its comments.
+
+A profile (e.g. CI's smaller epoch counts) is a partial params file. Every key it sets must
+already exist in params.yaml, and the merged file must validate, before anything is written.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import yaml
+from ruamel.yaml import YAML
+
+from pipeline.atomic import write_text
+from pipeline.config import ConfigError, merge_overrides, parse_params
+
+log = logging.getLogger(__name__)
+PROFILES_DIR = Path("profiles")
+
+
+def apply_profile(name: str, params_file: Path) -> None:
+    profile_file = PROFILES_DIR / f"{name}.yaml"
+    if not profile_file.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(f"{profile_file} not found; profiles: {', '.join(known) or 'none'}")
+    overrides = yaml.safe_load(profile_file.read_text()) or {}
+    rt = YAML()  # round-trip: comments and layout of params.yaml survive
+    rt.width = 120
+    doc = rt.load(params_file.read_text())
+    try:
+        merge_overrides(doc, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{profile_file}: {e}") from None
+    buf = io.StringIO()
+    rt.dump(doc, buf)
+    parse_params(yaml.safe_load(buf.getvalue()), source=f"{params_file} + {profile_file}")
+    write_text(params_file, buf.getvalue())
+    log.info("%s now includes profile %s (git checkout %s restores it)", params_file, name, params_file)

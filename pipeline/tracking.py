@@ -1,0 +1,87 @@
+"""Everything MLflow, in one place: where runs go, what each run records, how runs are grouped."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative: DVC runs stages at the repo root
+GROUP_ENV = "PIPELINE_GROUP"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _mlflow():
+    import mlflow  # heavy import, only in the stages that track
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_group(params_file: Path = Path("params.yaml")) -> str:
+    """The tag shared by the runs of one `dvc repro`: same code commit and same params.yaml.
+
+    DVC runs each stage in its own process, so the group is derived from what they share;
+    set PIPELINE_GROUP to name a group explicitly.
+    """
+    if os.environ.get(GROUP_ENV):
+        return os.environ[GROUP_ENV]
+    digest = hashlib.sha256(params_file.read_bytes()).hexdigest()[:8] if params_file.exists() else "noparams"
+    return f"{git_commit()[:10]}-{digest}"
+
+
+def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Opens the model's run in the dataset's experiment; returns its id (left active)."""
+    mlflow = _mlflow()
+    mlflow.set_experiment(dataset)
+    run = mlflow.start_run(
+        run_name=model,
+        tags={"model": model, "dataset": dataset, "git_commit": git_commit(),
+              "pipeline.group": run_group(), **tags},
+    )
+    mlflow.log_params(params)
+    return run.info.run_id
+
+
+def log_epoch(metrics: dict[str, float], epoch: int) -> None:
+    _mlflow().log_metrics(metrics, step=epoch)
+
+
+def end_run(status: str = "FINISHED") -> None:
+    _mlflow().end_run(status=status)
+
+
+def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, example) -> None:
+    """Adds test metrics, figures and the logged model (with its signature) to the training run."""
+    mlflow = _mlflow()
+    import mlflow.pytorch
+    import torch
+    from mlflow.models import infer_signature
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(metrics)
+        for path in artifacts:
+            mlflow.log_artifact(str(path))
+        model = model.cpu().eval()
+        with torch.inference_mode():
+            output = model(torch.from_numpy(example)).numpy()
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, output),
+            input_example=example,
+            # Explicit requirements: MLflow's inference of them imports the model in a subprocess.
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
