@@ -53,8 +53,8 @@ class TrainConfig:
     # Early stopping on validation accuracy: stop after this many epochs without improvement
     # and restore the best weights (lab-B). 0 disables it.
     patience: int
-    momentum: float = 0.0
-    weight_decay: float = 0.0
+    momentum: float  # SGD only
+    weight_decay: float
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "lr", self.lr, "a positive number")

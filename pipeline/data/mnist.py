@@ -5,6 +5,7 @@ import gzip
 import hashlib
 import shutil
 import urllib.parse
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -35,10 +36,13 @@ class DataError(RuntimeError):
 
 def fetch(dest: Path, mirror: str | None) -> None:
     """Puts the four .gz files in `dest` from `mirror` (folder or URL) or torchvision's mirrors."""
+    scheme = urllib.parse.urlparse(mirror).scheme if mirror else None
+    if scheme == "file":
+        mirror = urllib.request.url2pathname(urllib.parse.urlparse(mirror).path)
     for filename in FILES:
         if mirror is None:
             _download_from_any(MNIST.mirrors, filename, dest)
-        elif urllib.parse.urlparse(mirror).scheme in ("http", "https", "file"):
+        elif scheme in ("http", "https"):
             _download_from_any([mirror], filename, dest)
         else:
             source = Path(mirror) / filename

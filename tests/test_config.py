@@ -1,0 +1,109 @@
+"""Bad params fail before any work starts, with the key named and the valid values listed."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_params, merge_overrides, parse_params
+from tests.conftest import REPO, real_params_dict
+
+
+def test_real_params_yaml_is_valid_and_lists_the_nine_models():
+    params = load_params(REPO / "params.yaml")
+    assert params.models("mnist") == ["logreg", "mlp", "cnn1", "cnn2", "keras_cnn2", "keras_cnn3",
+                                      "simple_cnn", "classic_cnn", "lenet5"]
+    # SPEC.md's settings for the sources.
+    assert params.train_config("mnist", "logreg").optimizer == "sgd"
+    assert params.train_config("mnist", "logreg").lr == 0.01
+    assert params.train_config("mnist", "keras_cnn2").batch_size == 32
+    assert params.train_config("mnist", "keras_cnn2").patience == 5
+    assert params.train_config("mnist", "classic_cnn").batch_size == 128
+
+
+def _error(raw) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    return str(e.value)
+
+
+def test_unknown_model_name_lists_valid_names():
+    raw = real_params_dict()
+    raw["train"]["mnist"]["lenet6"] = raw["train"]["mnist"].pop("lenet5")
+    msg = _error(raw)
+    assert "train.mnist.lenet6" in msg and "Did you mean 'lenet5'" in msg and "simple_cnn" in msg
+
+
+def test_mistyped_key_is_named_with_the_valid_keys():
+    raw = real_params_dict()
+    raw["train"]["mnist"]["cnn1"]["epoch"] = raw["train"]["mnist"]["cnn1"].pop("epochs")
+    msg = _error(raw)
+    assert "train.mnist.cnn1.epoch" in msg and "epochs" in msg and "batch_size" in msg
+
+
+def test_missing_key_is_named():
+    raw = real_params_dict()
+    del raw["train"]["mnist"]["mlp"]["lr"]
+    assert "missing key 'train.mnist.mlp.lr'" in _error(raw)
+
+
+@pytest.mark.parametrize("bad", [-1, 0, 2.5, "ten", True])
+def test_bad_epoch_counts_are_rejected(bad):
+    raw = real_params_dict()
+    raw["train"]["mnist"]["lenet5"]["epochs"] = bad
+    msg = _error(raw)
+    assert "train.mnist.lenet5.epochs" in msg and repr(bad) in msg
+
+
+def test_bad_choice_lists_the_choices():
+    raw = real_params_dict()
+    raw["train"]["mnist"]["mlp"]["optimizer"] = "adamw"
+    msg = _error(raw)
+    assert "train.mnist.mlp.optimizer" in msg and "sgd" in msg and "adam" in msg
+
+
+def test_override_with_an_unknown_key_is_refused():
+    with pytest.raises(ConfigError, match="prepare.mnist.val_fracton"):
+        merge_overrides(real_params_dict(), {"prepare": {"mnist": {"val_fracton": 0.2}}})
+
+
+def test_cli_rejects_bad_params_before_any_work(tmp_path):
+    raw = real_params_dict()
+    raw["train"]["mnist"]["lenet5"]["epochs"] = -3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    for argv in (["download"], ["train", "--model", "lenet5"]):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert "train.mnist.lenet5.epochs: got -3" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_cli_unknown_model(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(real_params_dict()))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "vgg17"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown model 'vgg17'" in proc.stderr and "lenet5" in proc.stderr
+
+
+def test_profile_keeps_comments_and_validates(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    (tmp_path / "profiles" / "ci.yaml").write_text((REPO / "profiles" / "ci.yaml").read_text())
+    (tmp_path / "profiles" / "typo.yaml").write_text("train: {mnist: {lenet5: {epochz: 1}}}\n")
+    run = lambda name: subprocess.run([sys.executable, "-m", "pipeline", "profile", name],  # noqa: E731
+                                      cwd=tmp_path, capture_output=True, text=True)
+    bad = run("typo")
+    assert bad.returncode == 2 and "epochz" in bad.stderr
+    assert (tmp_path / "params.yaml").read_text() == (REPO / "params.yaml").read_text()
+    assert run("ci").returncode == 0
+    text = (tmp_path / "params.yaml").read_text()
+    assert "# lab-A" in text  # comments survive
+    merged = load_params(tmp_path / "params.yaml")
+    ci = yaml.safe_load((REPO / "profiles" / "ci.yaml").read_text())
+    assert merged.download["mnist"].mirror == ci["download"]["mnist"]["mirror"]
+    assert merged.train_config("mnist", "lenet5").epochs == ci["train"]["mnist"]["lenet5"]["epochs"]

@@ -1,0 +1,102 @@
+"""The real `dvc repro` in a temp git repo on a small slice of the real MNIST."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from tests.conftest import REPO, shrunk_params_dict
+
+pytestmark = pytest.mark.slow
+MODELS = ["logreg", "keras_cnn2", "keras_cnn3"]
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, shared_mnist):
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    raw = shrunk_params_dict(models=MODELS, epochs=2, train_limit=3000)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env.pop("PIPELINE_GROUP", None)
+    env.pop("PIPELINE_MNIST_MIRROR", None)
+    _sh(["git", "init", "-q"], root, env)
+    _sh(["dvc", "init", "-q"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root, env)
+    first = _sh(["dvc", "repro"], root, env)
+    return root, env, first
+
+
+def test_repro_produces_every_declared_output(repo):
+    root, env, first = repo
+    assert "Running stage 'download_mnist'" in first.stdout
+    for model in MODELS:
+        metrics = json.loads((root / "metrics" / "mnist" / f"{model}.json").read_text())
+        assert 0.5 < metrics["test_accuracy"] <= 1.0
+        assert (root / "models" / "mnist" / f"{model}.pt").exists()
+    report = (root / "reports" / "comparison.md").read_text()
+    table_rows = [line for line in report.splitlines() if line.startswith("| ") and "%" in line]
+    assert sorted(row.split("|")[1].strip() for row in table_rows) == sorted(MODELS)
+    for png in ("mnist_logreg_curves.png", "mnist_logreg_confusion.png",
+                "mnist_keras_cnn2_vs_keras_cnn3_accuracy.png"):
+        assert (root / "reports" / "figures" / png).stat().st_size > 1000
+        assert f"figures/{png}" in report
+
+
+def test_mlflow_holds_one_run_per_model_with_identical_metric_names(repo):
+    root, env, _ = repo
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("mnist")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS)
+    names = {frozenset(r.data.metrics) for r in runs}
+    assert len(names) == 1
+    assert {"test_accuracy", "test_loss", "val_accuracy", "train_loss"} <= set(next(iter(names)))
+    assert len({r.data.tags["pipeline.group"] for r in runs}) == 1  # grouped as one repro
+
+
+def test_metrics_show_reports_the_same_figures(repo):
+    root, env, _ = repo
+    shown = json.loads(_sh(["dvc", "metrics", "show", "--json"], root, env).stdout)
+    data = next(iter(shown.values()))["data"]
+    for model in MODELS:
+        path = f"metrics/mnist/{model}.json"
+        on_disk = json.loads((root / path).read_text())
+        assert data[path]["data"]["test_accuracy"] == on_disk["test_accuracy"]
+
+
+def test_second_repro_is_a_no_op(repo):
+    root, env, _ = repo
+    again = _sh(["dvc", "repro"], root, env)
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == len(MODELS)
+
+
+def test_changing_one_model_reruns_only_that_model_and_the_report(repo):
+    root, env, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["train"]["mnist"]["logreg"]["lr"] = 0.02
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)
+    # Neither the download, the split nor the other models' stages are touched.
+    assert sorted(status) == ["report", "train_mnist@logreg"]
