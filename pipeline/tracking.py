@@ -49,7 +49,7 @@ def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: d
     run = mlflow.start_run(
         run_name=model,
         tags={"model": model, "dataset": dataset, "git_commit": git_commit(),
-              "pipeline.group": run_group(), **tags},
+              "pipeline_group": run_group(), **tags},
     )
     mlflow.log_params(params)
     return run.info.run_id

@@ -70,7 +70,7 @@ def test_mlflow_holds_one_run_per_model_with_identical_metric_names(repo):
     names = {frozenset(r.data.metrics) for r in runs}
     assert len(names) == 1
     assert {"test_accuracy", "test_loss", "val_accuracy", "train_loss"} <= set(next(iter(names)))
-    assert len({r.data.tags["pipeline.group"] for r in runs}) == 1  # grouped as one repro
+    assert len({r.data.tags["pipeline_group"] for r in runs}) == 1  # grouped as one repro
 
 
 def test_metrics_show_reports_the_same_figures(repo):

@@ -23,14 +23,14 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     checkpoint, metrics = _run("cnn1", epochs=2)
     assert set(metrics) >= {"test_accuracy", "test_loss", "params", "best_epoch", "train_seconds"}
     assert json.loads(paths.metrics_file("mnist", "cnn1").read_text()) == metrics
-    # 1,800 training images, 2 epochs: well above chance (0.10); measured 0.87 with these params.
-    assert metrics["test_accuracy"] > 0.80
+    # 1,800 training images, 2 epochs: measured 0.9053 on CPU (deterministic); floor just below.
+    assert metrics["test_accuracy"] > 0.895
     assert metrics["params"] == 54_410
 
     client = mlflow.MlflowClient(mlflow_uri)
     run = client.get_run(checkpoint["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.tags["model"] == "cnn1" and run.data.tags["pipeline.group"] == "pytest"
+    assert run.data.tags["model"] == "cnn1" and run.data.tags["pipeline_group"] == "pytest"
     assert run.data.tags["data_version"] and run.data.tags["git_commit"]
     assert run.data.params["optimizer"] == "adam" and run.data.params["batch_size"] == "64"
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
