@@ -19,9 +19,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 from pipeline import figures, paths, runtime, tracking
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Params
-from pipeline.data.presets import InputPreset
-from pipeline.inference import loss_and_accuracy, predict_logits
-from pipeline.models import count_params, get_model_spec
+from pipeline.inference import loss_and_accuracy
+from pipeline.learners import build_learner
 from pipeline.prepare import load_prepared
 from pipeline.train import read_curves
 
@@ -36,18 +35,15 @@ def load_checkpoint(dataset: str, model_name: str) -> dict:
 
 
 def main(params: Params, dataset: str, model_name: str) -> dict:
-    params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
+    cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
     device = runtime.setup(params.runtime)
     checkpoint = load_checkpoint(dataset, model_name)
-    spec = get_model_spec(model_name)
-    model = spec.build()
-    model.load_state_dict(checkpoint["state_dict"])
-    model.to(device)
-    preset = InputPreset(dataset, spec.input_size)
+    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed)
+    learner.load_state_dict(checkpoint["state_dict"])
     data = load_prepared(dataset)
     labels = data["test_y"]
 
-    logits = predict_logits(model, data["test_x"], preset, params.runtime.eval_batch_size, device)
+    logits = learner.logits(data["test_x"], params.runtime.eval_batch_size)
     test_loss, test_accuracy = loss_and_accuracy(logits, labels)
     predicted = logits.argmax(1).numpy()
     actual = labels.numpy()
@@ -60,7 +56,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "test_macro_f1": report["macro avg"]["f1-score"],
-        "params": count_params(model),
+        "params": learner.num_params,
         "best_epoch": checkpoint["best_epoch"],
         "epochs_run": checkpoint["epochs_run"],
         "train_seconds": round(checkpoint["train_seconds"], 2),
@@ -82,8 +78,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                                     Path(tmp) / "learning_curves.png"),
             paths.per_class_file(dataset, model_name),
         ]
-        example = preset(data["test_x"][:4]).numpy()
-        tracking.log_evaluation(checkpoint["mlflow_run_id"],
-                                {k: float(v) for k, v in metrics.items()}, artifacts, model, example)
+        tracking.log_evaluation(checkpoint["mlflow_run_id"], {k: float(v) for k, v in metrics.items()},
+                                artifacts, learner.served_model(), learner.example_input(data["test_x"][:4]))
     log.info("%s/%s: test accuracy %.4f, loss %.4f", dataset, model_name, test_accuracy, test_loss)
     return metrics

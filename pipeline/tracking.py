@@ -66,22 +66,56 @@ def end_run(status: str = "FINISHED") -> None:
 def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, example) -> None:
     """Adds test metrics, figures and the logged model (with its signature) to the training run."""
     mlflow = _mlflow()
-    import mlflow.pytorch
-    import torch
-    from mlflow.models import infer_signature
-
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
         for path in artifacts:
             mlflow.log_artifact(str(path))
-        model = model.cpu().eval()
+        _log_model(mlflow, model, example)
+
+
+def _log_model(mlflow, model, example) -> None:
+    import mlflow.pyfunc
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    if isinstance(model, torch.nn.Module):
         with torch.inference_mode():
             output = model(torch.from_numpy(example)).numpy()
         mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, output),
-            input_example=example,
+            model, name="model", signature=infer_signature(example, output), input_example=example,
             # Explicit requirements: MLflow's inference of them imports the model in a subprocess.
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+        return
+    # The NumPy CNN has no MLflow flavour: a pyfunc model that carries its weights and, through
+    # code_paths, the package that defines its forward pass.
+    wrapped = _numpy_pyfunc(mlflow.pyfunc.PythonModel, model.state_dict())
+    mlflow.pyfunc.log_model(
+        name="model", python_model=wrapped, input_example=example,
+        signature=infer_signature(example, wrapped.predict(None, example)),
+        code_paths=[str(Path(__file__).resolve().parent)],
+        pip_requirements=[f"numpy=={np.__version__}"],
+    )
+
+
+def _numpy_pyfunc(base: type, state: dict):
+    """A pyfunc model: uint8 images (N,28,28) -> logits (N,10) of lab-D's NumPy CNN.
+
+    The class is made here, not at module level, so that importing this module does not import
+    mlflow; cloudpickle stores such a class by value.
+    """
+
+    class NumpyCNNPyfunc(base):
+        def __init__(self) -> None:
+            self.state = state
+
+        def predict(self, context, model_input, params=None):
+            from pipeline.models.numpy_cnn import NumpyCNN
+
+            model = NumpyCNN()
+            model.load_state_dict(self.state)
+            return model.forward(model_input)
+
+    return NumpyCNNPyfunc()

@@ -11,10 +11,12 @@ from pipeline.config import ConfigError, load_params, merge_overrides, parse_par
 from tests.conftest import REPO, real_params_dict
 
 
-def test_real_params_yaml_is_valid_and_lists_the_nine_models():
+def test_real_params_yaml_is_valid_and_lists_every_mnist_model():
     params = load_params(REPO / "params.yaml")
     assert params.models("mnist") == ["logreg", "mlp", "cnn1", "cnn2", "keras_cnn2", "keras_cnn3",
-                                      "simple_cnn", "classic_cnn", "lenet5"]
+                                      "simple_cnn", "classic_cnn", "lenet5", "numpy_cnn"]
+    lab_d = params.train_config("mnist", "numpy_cnn")  # lab-D: per-sample SGD at 0.01, 2 epochs
+    assert (lab_d.optimizer, lab_d.lr, lab_d.batch_size, lab_d.epochs) == ("sgd", 0.01, 1, 2)
     # SPEC.md's settings for the sources.
     assert params.train_config("mnist", "logreg").optimizer == "sgd"
     assert params.train_config("mnist", "logreg").lr == 0.01

@@ -18,20 +18,24 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     input_size: int  # side of the square image the builder's layers expect
     source: str  # SPEC.md source: lab-A..lab-D or course
+    # "torch": the builder returns an nn.Module; "numpy": a model with its own NumPy maths and
+    # SGD (pipeline.learners picks how to train it).
+    framework: str = "torch"
 
-    def build(self, in_channels: int | None = None, num_classes: int | None = None) -> nn.Module:
+    def build(self, in_channels: int | None = None, num_classes: int | None = None, **kwargs):
         defaults = DATASET_INPUTS[self.dataset]
         return self.builder(
             in_channels=in_channels or defaults["in_channels"],
             num_classes=num_classes or defaults["num_classes"],
+            **kwargs,
         )
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(*, dataset: str, input_size: int, source: str):
-    """Decorator: registers a builder `fn(in_channels, num_classes) -> nn.Module` under its name."""
+def register_model(*, dataset: str, input_size: int, source: str, framework: str = "torch"):
+    """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name."""
     if dataset not in DATASET_INPUTS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_INPUTS)}")
 
@@ -39,7 +43,7 @@ def register_model(*, dataset: str, input_size: int, source: str):
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source)
+        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source, framework)
         return fn
 
     return wrap
@@ -66,14 +70,16 @@ def get_model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, **kwargs):
     return get_model_spec(name).build(**kwargs)
 
 
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_params(model) -> int:
+    if isinstance(model, nn.Module):
+        return sum(p.numel() for p in model.parameters())
+    return model.num_params()  # a NumPy model counts its own arrays
 
 
 def _load_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from pipeline.models import classic, lenet  # noqa: F401
+    from pipeline.models import classic, lenet, numpy_cnn  # noqa: F401
