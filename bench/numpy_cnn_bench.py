@@ -12,8 +12,6 @@ faster moment of the machine hits both; the table gives min / median / max over 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import machine_info  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
 from pipeline.models.numpy_cnn import NumpyCNN  # noqa: E402
 
@@ -95,21 +94,6 @@ class LoopCNN:
         self.fc_w -= lr * dfc_w
         self.fc_b -= lr * dfc_b
         return loss, grads
-
-
-def machine_info() -> str:
-    import torch  # only for the version line; neither side of the benchmark uses it
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}, "
-            f"NumPy {np.__version__} (torch {torch.__version__} installed, unused)")
 
 
 def check_same_maths(images: np.ndarray, labels: np.ndarray) -> None:

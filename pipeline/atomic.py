@@ -11,17 +11,21 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yields a temp path beside `target`; renamed onto it only if the block succeeds."""
+    """Yields a temp path beside `target`; renamed onto it only if the block succeeds.
+
+    The temp file has the target's own name inside a temp folder: torch.save records the file
+    name in its archive, so the same content then gives the same bytes (and DVC hash) every run.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    tmp = folder / target.name
     try:
-        yield Path(tmp)
+        yield tmp
+        tmp.chmod(_default_mode(0o666))
         os.replace(tmp, target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -32,11 +36,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
+        tmp.chmod(_default_mode(0o777))  # mkdtemp makes it owner-only
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _default_mode(mode: int) -> int:
+    """`mode` under the process umask: what open() or mkdir() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
 
 
 def write_text(target: Path, text: str) -> None:

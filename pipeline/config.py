@@ -17,7 +17,8 @@ import yaml
 
 PARAMS_FILE = Path("params.yaml")
 MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
-DATASETS = ("mnist",)
+CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
+DATASETS = ("mnist", "crack")
 
 
 class ConfigError(ValueError):
@@ -25,10 +26,25 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class DownloadConfig:
+class MnistDownloadConfig:
     # null: torchvision's official mirrors. Otherwise a folder or http(s)/file URL holding the
     # four official *-idx?-ubyte.gz files. The PIPELINE_MNIST_MIRROR environment variable wins.
     mirror: str | None = None
+
+
+@dataclass(frozen=True)
+class CrackDownloadConfig:
+    # null: the Kaggle dataset below, through the kaggle client (credentials from KAGGLE_USERNAME
+    # and KAGGLE_KEY or ~/.kaggle/kaggle.json). Otherwise a local copy: a folder holding
+    # Positive/ and Negative/, or a .zip of that layout. PIPELINE_CRACK_SOURCE wins.
+    source: str | None = None
+    kaggle_dataset: str = "arunrk7/surface-crack-detection"
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    mnist: MnistDownloadConfig
+    crack: CrackDownloadConfig
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,29 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class CrackPrepareConfig:
+    image_size: int  # side of the cached grayscale images (decoded and resized once)
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    # Keep a stratified subset of this many images (tests); null keeps all.
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
+        _check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
+               "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
+        _check(self.limit is None or self.limit >= 20, "limit", self.limit, "null or an integer >= 20")
+
+
+@dataclass(frozen=True)
+class PrepareSection:
+    mnist: PrepareConfig
+    crack: CrackPrepareConfig
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     optimizer: Literal["sgd", "adam"]
     lr: float
@@ -55,6 +94,16 @@ class TrainConfig:
     patience: int
     momentum: float  # SGD only
     weight_decay: float
+    # Transfer learning (resnet18_*): true loads ImageNet weights from torchvision's cache
+    # (a clear error if they are not there); false starts from random weights (CI, tests).
+    pretrained: bool = False
+    # Side of the square input the model reads; null: the model's own (pipeline models).
+    input_size: int | None = None
+    # The course's augmentation for transfer learning, on training batches only.
+    augment: bool = False
+    # resnet18_progressive: epochs that train the head only, then everything at unfrozen_lr.
+    head_epochs: int = 0
+    unfrozen_lr: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "lr", self.lr, "a positive number")
@@ -63,6 +112,12 @@ class TrainConfig:
         _check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
         _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
+               self.input_size, "null or an integer in [16, 512]")
+        _check(0 <= self.head_epochs < self.epochs or self.head_epochs == 0, "head_epochs",
+               self.head_epochs, "0 or fewer than epochs")
+        _check(self.unfrozen_lr is None or self.unfrozen_lr > 0, "unfrozen_lr", self.unfrozen_lr,
+               "null or a positive number")
 
 
 @dataclass(frozen=True)
@@ -79,14 +134,17 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Params:
-    download: dict[str, DownloadConfig]
-    prepare: dict[str, PrepareConfig]
+    download: DownloadConfig
+    prepare: PrepareSection
     runtime: RuntimeConfig
     # dataset -> model name -> settings; the order is the order of the report.
     train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
 
     def mnist_mirror(self) -> str | None:
-        return os.environ.get(MNIST_MIRROR_ENV) or self.download["mnist"].mirror
+        return os.environ.get(MNIST_MIRROR_ENV) or self.download.mnist.mirror
+
+    def crack_source(self) -> str | None:
+        return os.environ.get(CRACK_SOURCE_ENV) or self.download.crack.source
 
     def models(self, dataset: str) -> list[str]:
         return list(self.train.get(dataset, {}))
@@ -140,12 +198,16 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
 def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
     """Deep-merges a profile into params, in place; a key the base lacks is an error (a typo).
 
-    Under `train.<dataset>` a whole new model entry is allowed: a profile may add models.
+    Under `train.<dataset>` a whole new model entry is allowed: a profile may add models; under
+    `train.<dataset>.<model>` any model setting is allowed, also one the base leaves at its default.
     """
     adding_models = where.startswith("train.") and where.count(".") == 1
+    # A model's optional settings (pretrained, input_size, ...) may be set where params omit them.
+    model_settings = where.startswith("train.") and where.count(".") == 2
+    optional = {f.name for f in dataclasses.fields(TrainConfig)} if model_settings else set()
     for key, value in overrides.items():
         path = _join(where, key)
-        if key not in base and not adding_models:
+        if key not in base and not adding_models and key not in optional:
             raise ConfigError(f"override key {path!r} is not in params.yaml; valid keys here: "
                               f"{', '.join(map(str, base))}")
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from pipeline import figures, paths, runtime, tracking
+from pipeline import binary, figures, paths, runtime, tracking
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Params
 from pipeline.inference import loss_and_accuracy
@@ -34,6 +34,9 @@ def load_checkpoint(dataset: str, model_name: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+CLASS_NAMES = {"crack": ["negative", "positive"]}
+
+
 def main(params: Params, dataset: str, model_name: str) -> dict:
     cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
     device = runtime.setup(params.runtime)
@@ -42,12 +45,24 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     learner.load_state_dict(checkpoint["state_dict"])
     data = load_prepared(dataset)
     labels = data["test_y"]
+    actual = labels.numpy()
 
     logits = learner.logits(data["test_x"], params.runtime.eval_batch_size)
     test_loss, test_accuracy = loss_and_accuracy(logits, labels)
-    predicted = logits.argmax(1).numpy()
-    actual = labels.numpy()
-    class_names = [str(c) for c in range(logits.shape[1])]
+    extra: dict = {}
+    if logits.shape[1] == 1:
+        # Binary: the threshold comes from the validation split, then scores the test split.
+        val_logits = learner.logits(data["val_x"], params.runtime.eval_batch_size)
+        threshold = binary.choose_threshold(torch.sigmoid(val_logits[:, 0]).numpy(), data["val_y"].numpy())
+        probabilities = torch.sigmoid(logits[:, 0]).numpy()
+        predicted = (probabilities >= threshold).astype(int)
+        extra = binary.binary_metrics(probabilities, actual, threshold)
+        test_accuracy = extra.pop("test_accuracy")
+        curves = {"roc": binary.roc_points(probabilities, actual), "pr": binary.pr_points(probabilities, actual)}
+    else:
+        predicted = logits.argmax(1).numpy()
+        probabilities, curves = None, {}
+    class_names = CLASS_NAMES.get(dataset) or [str(c) for c in range(logits.shape[1])]
     report = classification_report(actual, predicted, labels=range(len(class_names)),
                                    target_names=class_names, output_dict=True, zero_division=0)
     matrix = confusion_matrix(actual, predicted, labels=range(len(class_names)))
@@ -56,6 +71,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
         "test_macro_f1": report["macro avg"]["f1-score"],
+        **extra,
         "params": learner.num_params,
         "best_epoch": checkpoint["best_epoch"],
         "epochs_run": checkpoint["epochs_run"],
@@ -65,10 +81,9 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     per_class = {"classes": {c: report[c] for c in class_names},
                  "confusion_matrix": matrix.tolist(), "test_size": int(len(actual))}
     write_text(paths.per_class_file(dataset, model_name), json.dumps(per_class, indent=2) + "\n")
-    with atomic_path(paths.predictions_file(dataset, model_name)) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows(zip(actual.tolist(), predicted.tolist()))
+    _write_predictions(dataset, model_name, data, actual, predicted, probabilities)
+    for kind, points in curves.items():
+        _write_csv(paths.curve_points_file(dataset, kind, model_name), points)
 
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = [
@@ -78,7 +93,25 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                                     Path(tmp) / "learning_curves.png"),
             paths.per_class_file(dataset, model_name),
         ]
+        if curves:
+            artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
+                                                model_name, Path(tmp) / "roc_pr.png"))
         tracking.log_evaluation(checkpoint["mlflow_run_id"], {k: float(v) for k, v in metrics.items()},
                                 artifacts, learner.served_model(), learner.example_input(data["test_x"][:4]))
     log.info("%s/%s: test accuracy %.4f, loss %.4f", dataset, model_name, test_accuracy, test_loss)
     return metrics
+
+
+def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:
+    rows = [{"actual": a, "predicted": p} for a, p in zip(actual.tolist(), predicted.tolist())]
+    if probabilities is not None:  # binary: which image, and how sure
+        for row, name, prob in zip(rows, data.get("test_names", [""] * len(rows)), probabilities.tolist()):
+            row.update(probability=round(prob, 6), file=name)
+    _write_csv(paths.predictions_file(dataset, model_name), rows)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -56,3 +56,30 @@ def _save(fig, target: Path) -> Path:
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return target
+
+
+def roc_and_pr(roc: list[dict], pr: list[dict], auc: float, title: str, target: Path) -> Path:
+    """ROC and precision-recall curves of one binary classifier on the test set."""
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(9, 3.8))
+    ax_roc.plot([r["fpr"] for r in roc], [r["tpr"] for r in roc], label=f"AUC {auc:.4f}")
+    ax_roc.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{title}: ROC")
+    ax_pr.plot([r["recall"] for r in pr], [r["precision"] for r in pr])
+    ax_pr.set(xlabel="recall", ylabel="precision", title=f"{title}: precision-recall")
+    for ax in (ax_roc, ax_pr):
+        ax.grid(alpha=0.3)
+    ax_roc.legend(loc="lower right")
+    return _save(fig, target)
+
+
+def image_gallery(images: np.ndarray, captions: list[str], title: str, target: Path, columns: int = 6) -> Path:
+    """uint8 grayscale images (N,H,W) in a grid, each with its caption."""
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, target)

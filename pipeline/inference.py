@@ -20,7 +20,19 @@ def predict_logits(
     return torch.cat(out)
 
 
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for multi-class logits (B,K); binary cross-entropy for one logit (B,1)."""
+    if logits.shape[1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """argmax over classes; for one logit, positive when the logit is > 0 (probability 0.5)."""
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
 def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    accuracy = (logits.argmax(1) == labels).float().mean().item()
+    loss = loss_fn(logits, labels).item()
+    accuracy = (predicted_classes(logits) == labels).float().mean().item()
     return loss, accuracy

@@ -6,6 +6,7 @@ epoch of optimisation. The epoch loop, early stopping, checkpoints and MLflow lo
 """
 from __future__ import annotations
 
+import inspect
 import sys
 
 import numpy as np
@@ -15,9 +16,9 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, TrainConfig
 from pipeline.data.presets import InputPreset
-from pipeline.inference import predict_logits
+from pipeline.inference import loss_fn, predict_logits, predicted_classes
 from pipeline.models import count_params, get_model_spec
-from pipeline.models.registry import ModelSpec
+from pipeline.models.registry import DATASET_INPUTS, ModelSpec
 
 
 def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int):
@@ -27,42 +28,87 @@ def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch
     return TorchLearner(spec, dataset, cfg, device)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(parameters, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(parameters, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
+    """(part to train, lr) of a transfer-learning model in this 1-based epoch; None for others.
+
+    feature: the new head only, throughout. finetune: everything from the start (a small lr).
+    progressive: the head for head_epochs epochs at lr, then everything at unfrozen_lr.
+    """
+    from pipeline.models.crack import STRATEGIES, trainable_part
+
+    strategy = STRATEGIES.get(model_name)
+    if strategy is None:
+        return None
+    part = trainable_part(model_name, epoch - 1, cfg.head_epochs)
+    return part, cfg.unfrozen_lr if strategy == "progressive" and part == "all" else cfg.lr
 
 
 class TorchLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device) -> None:
-        self.cfg, self.device = cfg, device
-        self.model = spec.build().to(device)
-        self.preset = InputPreset(dataset, spec.input_size)
-        self.optimizer = build_optimizer(self.model, cfg)
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.name, self.cfg, self.device = spec.name, cfg, device
+        key = f"train.{dataset}.{spec.name}"
+        accepts_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
+        if cfg.pretrained and not accepts_pretrained:
+            raise ConfigError(f"{key}.pretrained: {spec.name} has no pretrained weights; set it to false")
+        if dataset == "mnist" and cfg.input_size not in (None, spec.input_size):
+            raise ConfigError(f"{key}.input_size: {spec.name} reads {spec.input_size}x{spec.input_size} "
+                              f"images; set it to null")
+        from pipeline.models.crack import STRATEGIES
+
+        if STRATEGIES.get(spec.name) == "progressive" and (not cfg.head_epochs or cfg.unfrozen_lr is None):
+            raise ConfigError(f"{key}: progressive training needs head_epochs (>= 1, fewer than "
+                              f"epochs) and unfrozen_lr (the lr once everything is unfrozen)")
+        self.model = spec.build(**({"pretrained": cfg.pretrained} if accepts_pretrained else {})).to(device)
+        channels = spec.in_channels or DATASET_INPUTS[dataset]["in_channels"]
+        size = cfg.input_size or spec.input_size
+        self.preset = InputPreset(dataset, size, channels)
+        self.train_preset = InputPreset(dataset, size, channels, augment=True) if cfg.augment else self.preset
         self.num_params = count_params(self.model)
+        self.phase: tuple[str, float] | None = None
+        self.optimizer = build_optimizer(self.model.parameters(), cfg, cfg.lr)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Switches a transfer-learning model to the part and lr this epoch trains."""
+        phase = transfer_phase(self.name, self.cfg, epoch)
+        if phase is None or phase == self.phase:
+            return
+        from pipeline.models.crack import set_trainable
+
+        part, lr = phase
+        set_trainable(self.model, part)
+        self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg, lr)
+        self.phase = phase
 
     def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                     desc: str) -> tuple[float, float]:
         """One pass over the shuffled training tensors; returns (mean loss, accuracy)."""
         model, cfg, device = self.model, self.cfg, self.device
         model.train()
+        if self.phase is not None:
+            from pipeline.models.crack import freeze_batchnorm
+
+            freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
         order = torch.randperm(len(images), generator=generator)
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         for start in _progress(range(0, len(order), cfg.batch_size), desc):
             idx = order[start:start + cfg.batch_size]
-            x = self.preset(images[idx]).to(device, non_blocking=True)
+            x = self.train_preset(images[idx]).to(device, non_blocking=True)
             y = labels[idx].to(device, non_blocking=True)
             logits = model(x)
-            loss = self.loss_fn(logits, y)
+            loss = loss_fn(logits, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             # Accumulated on the device: no per-batch sync with .item().
             total_loss += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y).sum()
+            correct += (predicted_classes(logits) == y).sum()
         n = len(order)
         return total_loss.item() / n, correct.item() / n
 
@@ -97,6 +143,9 @@ class NumpyLearner:
         self.num_params = self.model.num_params()
         # One stream for the whole run, so each epoch gets its own permutation.
         self.rng = np.random.default_rng(seed)
+
+    def begin_epoch(self, epoch: int) -> None:
+        pass
 
     def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                     desc: str) -> tuple[float, float]:

@@ -12,6 +12,10 @@ def prepared_file(dataset: str) -> Path:
     return Path("data") / dataset / "prepared.pt"
 
 
+def prepare_report_file(dataset: str) -> Path:
+    return Path("data") / dataset / "prepare_report.json"
+
+
 def checkpoint_file(dataset: str, model: str) -> Path:
     return Path("models") / dataset / f"{model}.pt"
 
@@ -34,3 +38,8 @@ def reports_dir() -> Path:
 
 def per_class_file(dataset: str, model: str) -> Path:
     return Path("metrics") / dataset / "per_class" / f"{model}.json"
+
+
+def curve_points_file(dataset: str, kind: str, model: str) -> Path:
+    """Points of a test-set curve (kind: roc or pr) for DVC plots."""
+    return Path("metrics") / dataset / kind / f"{model}.csv"

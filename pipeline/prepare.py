@@ -1,30 +1,45 @@
 """Stage `prepare`: decode the raw files once and split them.
 
     pipeline prepare --dataset mnist       # writes data/mnist/prepared.pt
+    pipeline prepare --dataset crack       # writes data/crack/prepared.pt and prepare_report.json
 
 Output: uint8 image tensors and int64 labels for train / val / test, so that training never
-decodes an image. Validation is a stratified fraction of the official training set; the official
-test set is kept whole and never used to select anything.
+decodes an image. MNIST: validation is a stratified fraction of the official training set; the
+official test set is kept whole and never used to select anything. Crack: grayscale images of
+`prepare.crack.image_size`, split stratified 60/20/20 (lab-C: 20% test, then 25% of the rest for
+validation), with the file names of each split so that reports can show images by name.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import time
 
+import numpy as np
 import torch
 
 from pipeline import paths
-from pipeline.atomic import atomic_path
-from pipeline.config import Params
-from pipeline.data import mnist
+from pipeline.atomic import atomic_path, write_text
+from pipeline.config import CrackPrepareConfig, Params
+from pipeline.data import crack, mnist
+from pipeline.data.errors import DataError
 from pipeline.data.split import stratified_split, stratified_subset
 
 log = logging.getLogger(__name__)
 
+SPLITS = ("train", "val", "test")
+
 
 def main(params: Params, dataset: str = "mnist") -> None:
-    cfg = params.prepare[dataset]
+    if dataset == "crack":
+        _prepare_crack(params)
+    else:
+        _prepare_mnist(params, dataset)
+
+
+def _prepare_mnist(params: Params, dataset: str) -> None:
+    cfg = params.prepare.mnist
     raw = paths.raw_dir(dataset)
     train_x, train_y = mnist.load_split(raw, "train")
     test_x, test_y = mnist.load_split(raw, "t10k")
@@ -51,6 +66,70 @@ def main(params: Params, dataset: str = "mnist") -> None:
         "%s: train %d, val %d, test %d images (data version %s) -> %s",
         dataset, len(fit), len(val), len(test_y), version, target,
     )
+
+
+def _prepare_crack(params: Params) -> None:
+    cfg = params.prepare.crack
+    raw = paths.raw_dir("crack")
+    start = time.perf_counter()
+    images, labels, names, skipped = crack.load_images(raw, cfg.image_size)
+    decode_seconds = time.perf_counter() - start
+    decoded = len(names)
+
+    if cfg.limit is not None:
+        keep = stratified_subset(labels.numpy(), cfg.limit, cfg.seed)
+        images, labels, names = images[keep], labels[keep], [names[i] for i in keep]
+    parts = split_three_ways(labels.numpy(), cfg)
+
+    # Identifies the exact files, decoding and split a model was trained on (an MLflow tag).
+    version = hashlib.sha256(json.dumps(
+        {"files": crack.content_digest(raw, names), "split": vars(cfg)}, sort_keys=True
+    ).encode()).hexdigest()[:12]
+    # Only tensors, str, int and lists/dicts of them: loadable with torch.load(weights_only=True).
+    data: dict = {}
+    for part, index in parts.items():
+        data[f"{part}_x"] = images[index].contiguous()
+        data[f"{part}_y"] = labels[index].contiguous()
+        data[f"{part}_names"] = [names[i] for i in index]
+    data.update(data_version=version, image_size=cfg.image_size, classes=list(crack.CLASSES),
+                skipped=skipped)
+    target = paths.prepared_file("crack")
+    with atomic_path(target) as tmp:
+        torch.save(data, tmp)
+
+    counts = {part: {cls: int((labels[index] == k).sum()) for k, cls in enumerate(crack.CLASSES)}
+              for part, index in parts.items()}
+    report = {
+        "data_version": version,
+        "image_size": cfg.image_size,
+        "decode_seconds": round(decode_seconds, 2),
+        "files": decoded + len(skipped),
+        "decoded": decoded,
+        "limit": cfg.limit,
+        "splits": counts,
+        "skipped": skipped,
+    }
+    write_text(paths.prepare_report_file("crack"), json.dumps(report, indent=2) + "\n")
+    log.info(
+        "crack: train %d, val %d, test %d images of %dx%d, %d skipped, decoded in %.1f s "
+        "(data version %s) -> %s",
+        *(len(parts[p]) for p in SPLITS), cfg.image_size, cfg.image_size, len(skipped),
+        decode_seconds, version, target,
+    )
+
+
+def split_three_ways(labels: np.ndarray, cfg: CrackPrepareConfig) -> dict[str, np.ndarray]:
+    """Stratified train/val/test indices: test_fraction held out first, then val_fraction of the whole."""
+    present = np.bincount(labels, minlength=len(crack.CLASSES))
+    try:
+        rest, test = stratified_split(labels, cfg.test_fraction, cfg.seed)
+        fit, val = stratified_split(labels[rest], cfg.val_fraction / (1 - cfg.test_fraction), cfg.seed)
+    except ValueError as e:  # sklearn: a class too small to be in every split
+        raise DataError(
+            f"cannot split {dict(zip(crack.CLASSES, present.tolist()))} images into train/val/test "
+            f"with each class in each part ({e}); add images or raise prepare.crack.limit"
+        ) from None
+    return {"train": rest[fit], "val": rest[val], "test": test}
 
 
 def load_prepared(dataset: str) -> dict:

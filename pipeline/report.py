@@ -27,6 +27,10 @@ REPORTED = {
     "mlp": "about 98% (course)",
     "numpy_cnn": "90.51% after 2 epochs, 7.3 samples/s (lab-D)",
 }
+# Binary (crack) metrics shown next to accuracy, as (key in metrics json, column title).
+BINARY_COLUMNS = [("test_precision", "precision"), ("test_recall", "recall"), ("test_f1", "F1"),
+                  ("test_roc_auc", "ROC-AUC"), ("threshold", "threshold (val)")]
+GALLERY_SIZE = 18
 # Pairs the sources compare on one chart (lab-B: 2 against 3 convolutions).
 OVERLAYS = {"mnist": [("keras_cnn2", "keras_cnn3")]}
 
@@ -39,7 +43,8 @@ def main(params: Params) -> None:
                     "which never selects anything; train time is wall time on the machine that "
                     "ran the train stage.\n"]
         for dataset in params.train:
-            sections.append(dataset_section(params, dataset, tmp))
+            if params.models(dataset):
+                sections.append(dataset_section(params, dataset, tmp))
         write_text(tmp / "comparison.md", "\n".join(sections))
     log.info("wrote %s", target / "comparison.md")
 
@@ -59,17 +64,23 @@ def dataset_section(params: Params, dataset: str, out) -> str:
                                  out / "figures" / f"{dataset}_{name}_confusion.png")
         rows.append((name, metrics, cfg))
 
+    binary = "threshold" in rows[0][1]
+    extra = BINARY_COLUMNS if binary else []
     lines = [f"## {dataset.upper()}\n",
-             "| model | source | params | test accuracy | test loss | best epoch / run | "
-             "train time | reported by the source |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+             "| model | source | params | test accuracy | test loss | "
+             + "".join(f"{title} | " for _, title in extra)
+             + "best epoch / run | train time | reported by the source |",
+             "|---|---|---:|---:|---:|" + "---:|" * len(extra) + "---:|---:|---|"]
     for name, m, cfg in sorted(rows, key=lambda r: -r[1]["test_accuracy"]):
         lines.append(
             f"| {name} | {get_model_spec(name).source} | {m['params']:,} | "
             f"{100 * m['test_accuracy']:.2f}% | {m['test_loss']:.4f} | "
-            f"{m['best_epoch']} / {m['epochs_run']} (max {cfg.epochs}) | {m['train_seconds']:.0f} s | "
+            + "".join(f"{m[key]:.4f} | " for key, _ in extra)
+            + f"{m['best_epoch']} / {m['epochs_run']} (max {cfg.epochs}) | {m['train_seconds']:.0f} s | "
             f"{REPORTED.get(name, 'no figure given')} |")
     lines.append("\nTraining settings per model are in `params.yaml` under `train." + dataset + "`.\n")
+    if binary:
+        lines += binary_sections(dataset, rows, out)
 
     for a, b in OVERLAYS.get(dataset, []):
         if a in histories and b in histories:
@@ -90,4 +101,57 @@ def dataset_section(params: Params, dataset: str, out) -> str:
                   f"hardest class: {worst[0]} (F1 {worst[1]['f1-score']:.4f}).\n",
                   f"![learning curves](figures/{dataset}_{name}_curves.png)\n",
                   f"![confusion matrix](figures/{dataset}_{name}_confusion.png)\n"]
+        if binary:
+            lines.append(f"![ROC and precision-recall](figures/{dataset}_{name}_roc_pr.png)\n")
     return "\n".join(lines)
+
+
+def binary_sections(dataset: str, rows: list, out) -> list[str]:
+    """ROC/PR figures per model, the designed CNN's layer table, the best model's test errors."""
+    import torch
+
+    from pipeline.models import create_model
+    from pipeline.models.registry import DATASET_INPUTS
+    from pipeline.models.summary import format_layer_table, layer_table
+    from pipeline.prepare import load_prepared
+
+    for name, m, _ in rows:
+        roc = _read_csv(paths.curve_points_file(dataset, "roc", name))
+        pr = _read_csv(paths.curve_points_file(dataset, "pr", name))
+        figures.roc_and_pr(roc, pr, m["test_roc_auc"], name, out / "figures" / f"{dataset}_{name}_roc_pr.png")
+    lines = []
+    inputs = DATASET_INPUTS[dataset]
+    for name, _, cfg in rows:
+        spec = get_model_spec(name)
+        if spec.source.startswith("lab-"):  # our own designs: the layer table lab-C asks for
+            size = cfg.input_size or spec.input_size
+            table = layer_table(create_model(name), (spec.in_channels or inputs["in_channels"], size, size))
+            lines += [f"### {name}: layers at {size}x{size}\n", format_layer_table(table), ""]
+
+    best_name, best, _ = max(rows, key=lambda r: r[1]["test_accuracy"])
+    predictions = _read_csv(paths.predictions_file(dataset, best_name))
+    wrong = [i for i, r in enumerate(predictions) if r["actual"] != r["predicted"]]
+    lines.append(f"### Test images {best_name} gets wrong ({len(wrong)} of {len(predictions)})\n")
+    if wrong:
+        # The most confident mistakes first: they say most about what the model misreads.
+        wrong.sort(key=lambda i: -abs(float(predictions[i]["probability"]) - best["threshold"]))
+        shown = wrong[:GALLERY_SIZE]
+        test_x = load_prepared(dataset)["test_x"]
+        captions = [f"{predictions[i]['file']}\ntrue {_label(predictions[i]['actual'])}, "
+                    f"p={float(predictions[i]['probability']):.2f}" for i in shown]
+        figures.image_gallery(test_x[torch.tensor(shown)].numpy(), captions,
+                              f"{best_name}: most confident test errors",
+                              out / "figures" / f"{dataset}_{best_name}_errors.png")
+        lines.append(f"![misclassified test images](figures/{dataset}_{best_name}_errors.png)\n")
+    return lines
+
+
+def _label(value: str) -> str:
+    return "crack" if value == "1" else "no crack"
+
+
+def _read_csv(path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -50,6 +50,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     try:
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
+            learner.begin_epoch(epoch)
             train_loss, train_acc = learner.train_epoch(
                 data["train_x"], data["train_y"], generator, desc=f"{model_name} epoch {epoch}/{cfg.epochs}")
             val_logits = learner.logits(data["val_x"], params.runtime.eval_batch_size)

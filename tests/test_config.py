@@ -107,5 +107,5 @@ def test_profile_keeps_comments_and_validates(tmp_path):
     assert "# lab-A" in text  # comments survive
     merged = load_params(tmp_path / "params.yaml")
     ci = yaml.safe_load((REPO / "profiles" / "ci.yaml").read_text())
-    assert merged.download["mnist"].mirror == ci["download"]["mnist"]["mirror"]
+    assert merged.download.mnist.mirror == ci["download"]["mnist"]["mirror"]
     assert merged.train_config("mnist", "lenet5").epochs == ci["train"]["mnist"]["lenet5"]["epochs"]

@@ -1,4 +1,4 @@
-"""The real `dvc repro` in a temp git repo on a small slice of the real MNIST."""
+"""The real `dvc repro` in a temp git repo on small slices of the real MNIST and crack images."""
 from __future__ import annotations
 
 import json
@@ -16,6 +16,7 @@ from tests.conftest import REPO, shrunk_params_dict
 
 pytestmark = pytest.mark.slow
 MODELS = ["logreg", "keras_cnn2", "keras_cnn3"]
+CRACK_MODELS = ["crack_cnn"]
 
 
 def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -25,18 +26,19 @@ def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, shared_mnist):
+def repo(tmp_path_factory, shared_mnist, shared_crack):
     root = tmp_path_factory.mktemp("repo")
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
-    raw = shrunk_params_dict(models=MODELS, epochs=2, train_limit=3000)
+    raw = shrunk_params_dict(models=MODELS, epochs=2, train_limit=3000, crack_models=CRACK_MODELS)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env.pop("PIPELINE_GROUP", None)
     env.pop("PIPELINE_MNIST_MIRROR", None)
+    env.pop("PIPELINE_CRACK_SOURCE", None)
     _sh(["git", "init", "-q"], root, env)
     _sh(["dvc", "init", "-q"], root, env)
     _sh(["git", "add", "-A"], root, env)
@@ -52,9 +54,15 @@ def test_repro_produces_every_declared_output(repo):
         metrics = json.loads((root / "metrics" / "mnist" / f"{model}.json").read_text())
         assert 0.5 < metrics["test_accuracy"] <= 1.0
         assert (root / "models" / "mnist" / f"{model}.pt").exists()
+    metrics = json.loads((root / "metrics" / "crack" / "crack_cnn.json").read_text())
+    assert 0.5 < metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["threshold"] < 1.0
+    prepared = json.loads((root / "data" / "crack" / "prepare_report.json").read_text())
+    assert prepared["image_size"] == 32
     report = (root / "reports" / "comparison.md").read_text()
     table_rows = [line for line in report.splitlines() if line.startswith("| ") and "%" in line]
-    assert sorted(row.split("|")[1].strip() for row in table_rows) == sorted(MODELS)
+    assert sorted(row.split("|")[1].strip() for row in table_rows) == sorted(MODELS + CRACK_MODELS)
+    assert "## CRACK" in report and "crack_cnn: layers at 32x32" in report
+    assert (root / "reports" / "figures" / "crack_crack_cnn_roc_pr.png").stat().st_size > 1000
     for png in ("mnist_logreg_curves.png", "mnist_logreg_confusion.png",
                 "mnist_keras_cnn2_vs_keras_cnn3_accuracy.png"):
         assert (root / "reports" / "figures" / png).stat().st_size > 1000

@@ -14,6 +14,8 @@ import torch
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import download_url
 
+from pipeline.data.errors import DataError
+
 # md5 of each file's *decompressed* content, as published for the official files. Checking the
 # content rather than the .gz lets one check serve torchvision's mirrors and a local mirror whose
 # gzip headers differ (shared/data/mnist/PROVENANCE.md: train-images was re-gzipped, mtime 0).
@@ -28,10 +30,6 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 # Normalisation of lab-C and the course (the training set's mean and std).
 MEAN, STD = 0.1307, 0.3081
-
-
-class DataError(RuntimeError):
-    """A data file is missing, corrupt or not what it claims to be; the message names it."""
 
 
 def fetch(dest: Path, mirror: str | None) -> None:

@@ -13,7 +13,7 @@ def describe_models() -> list[dict]:
         spec = get_model_spec(name)
         inputs = DATASET_INPUTS[spec.dataset]
         rows.append({"name": name, "dataset": spec.dataset, "params": count_params(spec.build()),
-                     "input": f"{inputs['in_channels']}x{spec.input_size}x{spec.input_size}",
+                     "input": f"{spec.in_channels or inputs['in_channels']}x{spec.input_size}x{spec.input_size}",
                      "source": spec.source})
     return rows
 
@@ -23,8 +23,8 @@ def print_models(as_json: bool = False) -> None:
     if as_json:
         print(json.dumps([{k: r[k] for k in ("name", "dataset", "params")} for r in rows], indent=2))
         return
-    header = f"{'name':<14}{'dataset':<9}{'params':>12}  {'input':<9}source"
+    header = f"{'name':<22}{'dataset':<9}{'params':>12}  {'input':<11}source"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<14}{r['dataset']:<9}{r['params']:>12,}  {r['input']:<9}{r['source']}")
+        print(f"{r['name']:<22}{r['dataset']:<9}{r['params']:>12,}  {r['input']:<11}{r['source']}")

@@ -7,8 +7,12 @@ from typing import Callable
 
 from torch import nn
 
-# The input each dataset feeds a model unless the model asks for another size.
-DATASET_INPUTS = {"mnist": {"in_channels": 1, "num_classes": 10, "input_size": 28}}
+# The input each dataset feeds a model unless the model asks for another size or channel count.
+# crack: grayscale images (lab-C), one logit (crack or not) for BCEWithLogitsLoss.
+DATASET_INPUTS = {
+    "mnist": {"in_channels": 1, "num_classes": 10, "input_size": 28},
+    "crack": {"in_channels": 1, "num_classes": 1, "input_size": 64},
+}
 
 
 @dataclass(frozen=True)
@@ -21,11 +25,13 @@ class ModelSpec:
     # "torch": the builder returns an nn.Module; "numpy": a model with its own NumPy maths and
     # SGD (pipeline.learners picks how to train it).
     framework: str = "torch"
+    # Channels the model reads when not the dataset's (ImageNet models: 3, gray replicated).
+    in_channels: int | None = None
 
     def build(self, in_channels: int | None = None, num_classes: int | None = None, **kwargs):
         defaults = DATASET_INPUTS[self.dataset]
         return self.builder(
-            in_channels=in_channels or defaults["in_channels"],
+            in_channels=in_channels or self.in_channels or defaults["in_channels"],
             num_classes=num_classes or defaults["num_classes"],
             **kwargs,
         )
@@ -34,7 +40,8 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(*, dataset: str, input_size: int, source: str, framework: str = "torch"):
+def register_model(*, dataset: str, input_size: int, source: str, framework: str = "torch",
+                   in_channels: int | None = None):
     """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name."""
     if dataset not in DATASET_INPUTS:
         raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_INPUTS)}")
@@ -43,7 +50,7 @@ def register_model(*, dataset: str, input_size: int, source: str, framework: str
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source, framework)
+        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source, framework, in_channels)
         return fn
 
     return wrap
@@ -82,4 +89,4 @@ def count_params(model) -> int:
 
 def _load_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from pipeline.models import classic, lenet, numpy_cnn  # noqa: F401
+    from pipeline.models import classic, crack, lenet, numpy_cnn  # noqa: F401

@@ -1,0 +1,53 @@
+"""Binary classification (crack or not): the decision threshold and the figures that describe it.
+
+The threshold is chosen on the validation split, never on test: the probability cut that
+maximises validation accuracy (ties: the one closest to 0.5), then applied unchanged to test.
+"""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+
+def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The cut on P(positive) with the best accuracy on these (validation) labels."""
+    order = np.argsort(probabilities)
+    p, y = probabilities[order], labels[order]
+    # Cutting just above p[i] calls p[:i+1] negative. Candidates: below all, and every midpoint.
+    cuts = np.concatenate([[0.0], (p[:-1] + p[1:]) / 2, [1.0]])
+    negatives_below = np.concatenate([[0], np.cumsum(y == 0)])
+    positives_above = np.concatenate([[0], np.cumsum(y[::-1] == 1)])[::-1]
+    correct = negatives_below + positives_above
+    best = np.flatnonzero(correct == correct.max())
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
+
+
+def binary_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    predicted = (probabilities >= threshold).astype(int)
+    return {
+        "test_accuracy": float(accuracy_score(labels, predicted)),
+        "test_precision": float(precision_score(labels, predicted, zero_division=0)),
+        "test_recall": float(recall_score(labels, predicted, zero_division=0)),
+        "test_f1": float(f1_score(labels, predicted, zero_division=0)),
+        "test_roc_auc": float(roc_auc_score(labels, probabilities)) if len(set(labels)) == 2 else float("nan"),
+        "threshold": threshold,
+    }
+
+
+def roc_points(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
+    fpr, tpr, _ = roc_curve(labels, probabilities)
+    return [{"fpr": round(float(f), 6), "tpr": round(float(t), 6)} for f, t in zip(fpr, tpr)]
+
+
+def pr_points(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
+    precision, recall, _ = precision_recall_curve(labels, probabilities)
+    return [{"recall": round(float(r), 6), "precision": round(float(p), 6)}
+            for r, p in zip(recall, precision)]
