@@ -144,8 +144,8 @@ def main() -> None:
         print(f"repeat {r + 1}/{args.repeats}: " + ", ".join(f"{k} {v[-1]:,.1f}/s" for k, v in rows.items()))
 
     loop = rows["loop, batch 1 (lab-D)"]
-    print(f"\n| formulation | samples/s (min / median / max) | 60,000-sample epoch (median) | "
-          f"speed-up over the loop (min / median / max) |")
+    print("\n| formulation | samples/s (min / median / max) | 60,000-sample epoch (median) | "
+          "speed-up over the loop (min / median / max) |")
     print("|---|---:|---:|---:|")
     for name, rates in rows.items():
         ratios = [r / lr for r, lr in zip(rates, loop)]  # per repeat: same moment of the machine

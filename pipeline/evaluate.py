@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
@@ -41,6 +41,8 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
     device = runtime.setup(params.runtime)
     checkpoint = load_checkpoint(dataset, model_name)
+    # The weights come from the checkpoint: no need for (or download of) ImageNet's.
+    cfg = dataclasses.replace(cfg, pretrained=False)
     learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed)
     learner.load_state_dict(checkpoint["state_dict"])
     data = load_prepared(dataset)

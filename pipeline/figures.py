@@ -75,7 +75,7 @@ def roc_and_pr(roc: list[dict], pr: list[dict], auc: float, title: str, target: 
 def image_gallery(images: np.ndarray, captions: list[str], title: str, target: Path, columns: int = 6) -> Path:
     """uint8 grayscale images (N,H,W) in a grid, each with its caption."""
     rows = max(1, -(-len(images) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.1 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.9 * columns, 2.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, caption in zip(axes.flat, images, captions):
