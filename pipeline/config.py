@@ -94,8 +94,9 @@ class TrainConfig:
     patience: int
     momentum: float  # SGD only
     weight_decay: float
-    # Transfer learning (resnet18_*): true loads ImageNet weights from torchvision's cache
-    # (a clear error if they are not there); false starts from random weights (CI, tests).
+    # Transfer learning (resnet18_*): true loads ImageNet weights through torchvision's cache,
+    # downloading them when missing (a clear error where neither works); false starts from
+    # random weights (CI, tests).
     pretrained: bool = False
     # Side of the square input the model reads; null: the model's own (pipeline models).
     input_size: int | None = None
@@ -114,8 +115,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
         _check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
                self.input_size, "null or an integer in [16, 512]")
-        _check(0 <= self.head_epochs < self.epochs or self.head_epochs == 0, "head_epochs",
-               self.head_epochs, "0 or fewer than epochs")
+        _check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
+               self.head_epochs, "0, or a positive integer smaller than epochs")
         _check(self.unfrozen_lr is None or self.unfrozen_lr > 0, "unfrozen_lr", self.unfrozen_lr,
                "null or a positive number")
 

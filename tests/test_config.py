@@ -59,6 +59,24 @@ def test_bad_epoch_counts_are_rejected(bad):
     assert "train.mnist.lenet5.epochs" in msg and repr(bad) in msg
 
 
+@pytest.mark.parametrize("key,bad", [
+    ("head_epochs", -1), ("head_epochs", 6), ("unfrozen_lr", 0), ("input_size", 8), ("pretrained", "yes"),
+])
+def test_bad_transfer_settings_are_rejected(key, bad):
+    raw = real_params_dict()
+    raw["train"]["crack"]["resnet18_progressive"][key] = bad  # 6 epochs: head_epochs must be < 6
+    msg = _error(raw)
+    assert f"train.crack.resnet18_progressive.{key}" in msg and repr(bad) in msg
+
+
+@pytest.mark.parametrize("key,bad", [("image_size", 8), ("test_fraction", 0.8), ("limit", 5)])
+def test_bad_crack_prepare_settings_are_rejected(key, bad):
+    raw = real_params_dict()
+    raw["prepare"]["crack"][key] = bad
+    msg = _error(raw)
+    assert f"prepare.crack.{key}" in msg and repr(bad) in msg
+
+
 def test_bad_choice_lists_the_choices():
     raw = real_params_dict()
     raw["train"]["mnist"]["mlp"]["optimizer"] = "adamw"
