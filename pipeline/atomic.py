@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
@@ -54,3 +55,11 @@ def _default_mode(mode: int) -> int:
 def write_text(target: Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def write_csv(target: Path, rows: list[dict], fields: list[str] | None = None) -> None:
+    """Rows as CSV with a header (`fields`, or the first row's keys), written atomically."""
+    with atomic_path(target) as tmp, tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields or list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

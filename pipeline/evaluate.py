@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -17,7 +16,7 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from pipeline import binary, figures, paths, runtime, tracking
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import write_csv, write_text
 from pipeline.config import Params
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
@@ -85,7 +84,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     write_text(paths.per_class_file(dataset, model_name), json.dumps(per_class, indent=2) + "\n")
     _write_predictions(dataset, model_name, data, actual, predicted, probabilities)
     for kind, points in curves.items():
-        _write_csv(paths.curve_points_file(dataset, kind, model_name), points)
+        write_csv(paths.curve_points_file(dataset, kind, model_name), points)
 
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = [
@@ -109,11 +108,5 @@ def _write_predictions(dataset, model_name, data, actual, predicted, probabiliti
     if probabilities is not None:  # binary: which image, and how sure
         for row, name, prob in zip(rows, data.get("test_names", [""] * len(rows)), probabilities.tolist()):
             row.update(probability=round(prob, 6), file=name)
-    _write_csv(paths.predictions_file(dataset, model_name), rows)
+    write_csv(paths.predictions_file(dataset, model_name), rows)
 
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)

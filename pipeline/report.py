@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 
@@ -152,7 +153,5 @@ def _label(value: str) -> str:
 
 
 def _read_csv(path) -> list[dict]:
-    import csv
-
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -17,7 +17,7 @@ import time
 import torch
 
 from pipeline import paths, runtime, tracking
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, write_csv
 from pipeline.config import Params
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
@@ -77,11 +77,9 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         tracking.log_epoch({"best_epoch": best["epoch"], "train_seconds": train_seconds}, len(history))
         with atomic_path(paths.checkpoint_file(dataset, model_name)) as tmp:
             torch.save(checkpoint, tmp)
-        with atomic_path(paths.curves_file(dataset, model_name)) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, CURVE_FIELDS)
-            writer.writeheader()
-            writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}
-                             for r in history)
+        write_csv(paths.curves_file(dataset, model_name),
+                  [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history],
+                  CURVE_FIELDS)
     except BaseException:
         tracking.end_run("FAILED")
         raise
