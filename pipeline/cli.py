@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     from pipeline.data.mnist import DataError
     from pipeline.models import UnknownModelError
+    from pipeline.tracking import TrackingError
 
     try:
         run(args)
-    except (ConfigError, DataError, FileNotFoundError, UnknownModelError) as e:
+    except (ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError) as e:
         # Expected user-facing failures: one clear line, no traceback.
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2

@@ -85,8 +85,8 @@ class PrepareSection:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    optimizer: Literal["sgd", "adam"]
-    lr: float
+    optimizer: Literal["sgd", "adam", "adamw"]
+    lr: float  # the peak lr under a schedule
     batch_size: int
     epochs: int
     # Early stopping on validation accuracy: stop after this many epochs without improvement
@@ -105,6 +105,14 @@ class TrainConfig:
     # resnet18_progressive: epochs that train the head only, then everything at unfrozen_lr.
     head_epochs: int = 0
     unfrozen_lr: float | None = None
+    # lr over the run, stepped every batch: constant; onecycle (warm-up to lr over the first 30%
+    # of steps, then cosine annealing to ~0); cosine (from lr down to 0).
+    schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+    nesterov: bool = False  # SGD with momentum only
+    # Train (and validate) on a stratified subset of this many images of the prepared split
+    # (seeded by runtime.seed): the CI profile's deep models. null: the whole split.
+    train_subset: int | None = None
+    val_subset: int | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "lr", self.lr, "a positive number")
@@ -119,6 +127,23 @@ class TrainConfig:
                self.head_epochs, "0, or a positive integer smaller than epochs")
         _check(self.unfrozen_lr is None or self.unfrozen_lr > 0, "unfrozen_lr", self.unfrozen_lr,
                "null or a positive number")
+        _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
+               self.nesterov, "false unless optimizer is sgd with momentum > 0")
+        _check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
+               "constant when head_epochs is set (each transfer phase has its own lr)")
+        for key in ("train_subset", "val_subset"):
+            value = getattr(self, key)
+            _check(value is None or value >= 100, key, value, "null or an integer >= 100")
+
+
+@dataclass(frozen=True)
+class CudaConfig:
+    """Speed switches that act on CUDA only; on a CPU the same code runs with each one a no-op."""
+    amp: bool = True  # autocast to bfloat16 (float16 + GradScaler where bf16 is missing)
+    channels_last: bool = True  # NHWC model and inputs: the layout tensor cores want
+    cudnn_benchmark: bool = True  # let cuDNN time its algorithms for each input shape
+    pin_memory: bool = True  # page-locked host batches, so copies can overlap compute
+    non_blocking: bool = True  # asynchronous host-to-device copies
 
 
 @dataclass(frozen=True)
@@ -127,6 +152,7 @@ class RuntimeConfig:
     threads: int = 0  # 0: one per core
     seed: int = 12  # lab-C's seed
     eval_batch_size: int = 1000  # lab-A's test batch
+    cuda: CudaConfig = field(default_factory=CudaConfig)
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
@@ -189,9 +215,10 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
                 spec = get_model_spec(name)
             except ValueError as e:
                 raise ConfigError(f"{source}: train.{dataset}.{name}: {e}") from None
-            if spec.dataset != dataset:
+            if dataset not in spec.datasets:
                 raise ConfigError(
-                    f"{source}: train.{dataset}.{name}: model {name!r} is a {spec.dataset} model"
+                    f"{source}: train.{dataset}.{name}: model {name!r} trains on "
+                    f"{' and '.join(spec.datasets)} only"
                 )
     return params
 

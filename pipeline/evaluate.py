@@ -18,6 +18,7 @@ from sklearn.metrics import classification_report, confusion_matrix
 from pipeline import binary, figures, paths, runtime, tracking
 from pipeline.atomic import write_csv, write_text
 from pipeline.config import Params
+from pipeline.cost import cost_metrics
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
 from pipeline.prepare import load_prepared
@@ -42,7 +43,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     checkpoint = load_checkpoint(dataset, model_name)
     # The weights come from the checkpoint: no need for (or download of) ImageNet's.
     cfg = dataclasses.replace(cfg, pretrained=False)
-    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed)
+    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed, params.runtime.cuda)
     learner.load_state_dict(checkpoint["state_dict"])
     data = load_prepared(dataset)
     labels = data["test_y"]
@@ -77,6 +78,8 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         "best_epoch": checkpoint["best_epoch"],
         "epochs_run": checkpoint["epochs_run"],
         "train_seconds": round(checkpoint["train_seconds"], 2),
+        "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
+        **cost_metrics(learner, data["test_x"]),
     }
     write_text(paths.metrics_file(dataset, model_name), json.dumps(metrics, indent=2) + "\n")
     per_class = {"classes": {c: report[c] for c in class_names},

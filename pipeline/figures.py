@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -50,9 +51,10 @@ def overlay_curves(histories: dict[str, list[dict]], metric: str, title: str, ta
     return _save(fig, target)
 
 
-def _save(fig, target: Path) -> Path:
+def _save(fig, target: Path, tight: bool = True) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if tight:
+        fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)
     return target
@@ -82,4 +84,73 @@ def image_gallery(images: np.ndarray, captions: list[str], title: str, target: P
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title, fontsize=10)
+    # Fixed margins: tight_layout measures every axes, which is slow for a grid of images.
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.5 / fig.get_figheight(), hspace=0.45)
+    return _save(fig, target, tight=False)
+
+
+def tile_grid(tiles: np.ndarray, title: str, target: Path, cmap: str = "gray", columns: int = 8,
+              symmetric: bool = False) -> Path:
+    """Small 2-D arrays (N,h,w) in a grid, each scaled on its own (conv filters, feature maps).
+
+    Drawn as one mosaic image, not one axes per tile: tens of axes make matplotlib's layout slow.
+    symmetric: a diverging scale centred on 0, so a filter's positive and negative weights read
+    as opposite colours.
+    """
+    tiles = np.asarray(tiles, dtype=float)
+    n, h, w = tiles.shape
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    gap = max(1, h // 8)
+    mosaic = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), np.nan)
+    for k, tile in enumerate(tiles):
+        if symmetric:
+            scaled = tile / (np.abs(tile).max() or 1.0)  # [-1, 1]
+        else:
+            low, high = tile.min(), tile.max()
+            scaled = (tile - low) / ((high - low) or 1.0)  # [0, 1]
+        r, c = divmod(k, columns)
+        mosaic[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = scaled
+    fig, ax = plt.subplots(figsize=(min(1.0 * columns, 10), min(1.0 * rows, 10) + 0.5))
+    colours = plt.get_cmap(cmap).with_extremes(bad="white")  # the gaps between tiles
+    ax.imshow(mosaic, cmap=colours, vmin=-1 if symmetric else 0, vmax=1, interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{title} ({n}, numbered row by row from 0)", fontsize=9)
+    return _save(fig, target)
+
+
+def grad_cam_panel(images: np.ndarray, cams: np.ndarray, captions: list[str], title: str,
+                   target: Path) -> Path:
+    """Each image above its Grad-CAM heat map laid over it."""
+    n = len(images)
+    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.9), squeeze=False)
+    for k in range(n):
+        axes[0, k].imshow(images[k], cmap="gray")
+        axes[0, k].set_title(captions[k], fontsize=7)
+        axes[1, k].imshow(images[k], cmap="gray")
+        axes[1, k].imshow(cams[k], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.82, wspace=0.08, hspace=0.05)
+    return _save(fig, target, tight=False)
+
+
+def accuracy_against_cost(points: list[dict], cost_label: str, title: str, target: Path) -> Path:
+    """One point per model: test accuracy with its 95% interval against a cost (log scale).
+
+    points: {"name", "cost", "accuracy", "low", "high"}.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for p in points:
+        ax.errorbar(p["cost"], 100 * p["accuracy"], yerr=[[100 * (p["accuracy"] - p["low"])],
+                                                          [100 * (p["high"] - p["accuracy"])]],
+                    fmt="o", capsize=3)
+        ax.annotate(p["name"], (p["cost"], 100 * p["accuracy"]), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # "3x10^3" labels overlap
+    ax.margins(x=0.15)  # room for the names beside the outermost points
+    ax.set(xlabel=cost_label, ylabel="test accuracy (%), 95% interval", title=title)
+    ax.grid(alpha=0.3, which="both")
     return _save(fig, target)

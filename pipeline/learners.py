@@ -14,24 +14,40 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, TrainConfig
+from pipeline.config import ConfigError, CudaConfig, TrainConfig
 from pipeline.data.presets import InputPreset
 from pipeline.inference import loss_fn, predict_logits, predicted_classes
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import DATASET_INPUTS, ModelSpec
+from pipeline.runtime import accelerator
 
 
-def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int):
+def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int,
+                  cuda: CudaConfig | None = None):
     spec = get_model_spec(model_name)
     if spec.framework == "numpy":
         return NumpyLearner(spec, dataset, cfg, seed)
-    return TorchLearner(spec, dataset, cfg, device)
+    return TorchLearner(spec, dataset, cfg, device, cuda)
 
 
 def build_optimizer(parameters, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(parameters, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """The lr schedule of `cfg.schedule`, stepped once per batch over all `cfg.epochs` (early
+    stopping may end the run before it ends); None for a constant lr."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
 
 
 def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
@@ -50,13 +66,15 @@ def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, 
 
 
 class TorchLearner:
-    def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device) -> None:
+    def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device,
+                 cuda: CudaConfig | None = None) -> None:
         self.name, self.cfg, self.device = spec.name, cfg, device
+        self.accel = accelerator(device, cuda)
         key = f"train.{dataset}.{spec.name}"
         accepts_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
         if cfg.pretrained and not accepts_pretrained:
             raise ConfigError(f"{key}.pretrained: {spec.name} has no pretrained weights; set it to false")
-        if dataset == "mnist" and cfg.input_size not in (None, spec.input_size):
+        if dataset == "mnist" and not spec.flexible_input and cfg.input_size not in (None, spec.input_size):
             raise ConfigError(f"{key}.input_size: {spec.name} reads {spec.input_size}x{spec.input_size} "
                               f"images; set it to null")
         from pipeline.models.crack import STRATEGIES
@@ -64,14 +82,25 @@ class TorchLearner:
         if STRATEGIES.get(spec.name) == "progressive" and (not cfg.head_epochs or cfg.unfrozen_lr is None):
             raise ConfigError(f"{key}: progressive training needs head_epochs (>= 1, fewer than "
                               f"epochs) and unfrozen_lr (the lr once everything is unfrozen)")
-        self.model = spec.build(**({"pretrained": cfg.pretrained} if accepts_pretrained else {})).to(device)
-        channels = spec.in_channels or DATASET_INPUTS[dataset]["in_channels"]
         size = cfg.input_size or spec.input_size
-        self.preset = InputPreset(dataset, size, channels)
-        self.train_preset = InputPreset(dataset, size, channels, augment=True) if cfg.augment else self.preset
+        kwargs = {"pretrained": cfg.pretrained} if accepts_pretrained else {}
+        if spec.flexible_input:
+            kwargs["input_size"] = size
+        try:
+            model = spec.build(dataset=dataset, **kwargs)
+        except ValueError as e:  # a builder's own check, e.g. an input side its layers cannot take
+            raise ConfigError(f"{key}.input_size: {e}") from None
+        self.model = self.accel.prepare_model(model)
+        channels = spec.in_channels or DATASET_INPUTS[dataset]["in_channels"]
+        self.input_shape = (channels, size, size)
+        self.preset = InputPreset(dataset, size, channels, resize=spec.resize)
+        self.train_preset = (InputPreset(dataset, size, channels, augment=True, resize=spec.resize)
+                             if cfg.augment else self.preset)
         self.num_params = count_params(self.model)
         self.phase: tuple[str, float] | None = None
         self.optimizer = build_optimizer(self.model.parameters(), cfg, cfg.lr)
+        self.scheduler = None  # built on the first epoch, when the number of batches is known
+        self.scaler = self.accel.grad_scaler()
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
@@ -95,17 +124,26 @@ class TorchLearner:
 
             freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
         order = torch.randperm(len(images), generator=generator)
+        batches = range(0, len(order), cfg.batch_size)
+        if self.scheduler is None:
+            self.scheduler = build_scheduler(self.optimizer, cfg, len(batches))
+        accel = self.accel
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        for start in _progress(range(0, len(order), cfg.batch_size), desc):
+        for start in _progress(batches, desc):
             idx = order[start:start + cfg.batch_size]
-            x = self.train_preset(images[idx]).to(device, non_blocking=True)
-            y = labels[idx].to(device, non_blocking=True)
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            # uint8 to the device, then normalised (and augmented) there.
+            x = accel.model_input(self.train_preset(accel.to_device(images[idx])))
+            y = accel.to_device(labels[idx])
+            with accel.autocast():
+                logits = model(x)
+                loss = loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None:
+                self.scheduler.step()
             # Accumulated on the device: no per-batch sync with .item().
             total_loss += loss.detach() * len(idx)
             correct += (predicted_classes(logits) == y).sum()
@@ -113,7 +151,7 @@ class TorchLearner:
         return total_loss.item() / n, correct.item() / n
 
     def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        return predict_logits(self.model, images, self.preset, batch_size, self.device)
+        return predict_logits(self.model, images, self.preset, batch_size, self.accel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -1,13 +1,15 @@
 """Device, threads and seeds: the settings that make a run fast and repeatable."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.config import RuntimeConfig
+from pipeline.config import CudaConfig, RuntimeConfig
 
 
 def setup(cfg: RuntimeConfig) -> torch.device:
@@ -21,6 +23,8 @@ def setup(cfg: RuntimeConfig) -> torch.device:
         # Same params, same machine -> identical metrics. CPU kernels are deterministic already;
         # this makes any nondeterministic op an error instead of a silent difference.
         torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = cfg.cuda.cudnn_benchmark
     return device
 
 
@@ -30,3 +34,48 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("runtime.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Accel:
+    """How batches and models meet the device. The train and evaluate loops call these methods
+    on every device; on a CPU each switch is off, so the CPU runs the very same code.
+    """
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None: full float32
+    channels_last: bool = False
+    pin_memory: bool = False
+    non_blocking: bool = False
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        # float16 needs loss scaling against underflowing gradients; bfloat16 has float32's range.
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.pin_memory:
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=self.non_blocking)
+
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+def accelerator(device: torch.device, cfg: CudaConfig | None = None) -> Accel:
+    """The CUDA speed-ups runtime.cuda switches on, for `device` (none of them on a CPU)."""
+    if device.type != "cuda" or cfg is None:
+        return Accel(device)
+    amp = None
+    if cfg.amp:
+        amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return Accel(device, amp, cfg.channels_last, cfg.pin_memory, cfg.non_blocking)

@@ -119,3 +119,42 @@ def _numpy_pyfunc(base: type, state: dict):
             return model.forward(model_input)
 
     return NumpyCNNPyfunc()
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be reached, or lacks a run the pipeline's files point to."""
+
+
+def check_runs_exist(runs: dict[str, str]) -> None:
+    """Fails unless every run (label -> run id, from the checkpoints) is in the tracking store.
+
+    Checked before the report draws anything: its figures are logged to these runs at the end.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    for label, run_id in runs.items():
+        try:
+            client.get_run(run_id)
+        except Exception as e:  # unreachable server, unreadable sqlite file, unknown run id alike
+            raise TrackingError(
+                f"MLflow run {run_id} of {label} (recorded in its checkpoint) cannot be read from the "
+                f"tracking store {tracking_uri()}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
+                f"Set MLFLOW_TRACKING_URI to the store the train stage used, or re-run the train stage."
+            ) from e
+
+
+def log_report_artifacts(run_id: str, files: list[Path], artifact_path: str = "report") -> None:
+    """Adds the report's figures of one model to its training run, under `artifact_path`/.
+
+    Through the client, not start_run: the run stays FINISHED, its end time untouched.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    for path in files:
+        try:
+            client.log_artifact(run_id, str(path), artifact_path)
+        except Exception as e:
+            raise TrackingError(f"cannot log {Path(path).name} to MLflow run {run_id} in "
+                                f"{tracking_uri()}: {type(e).__name__}: {e}") from e

@@ -18,7 +18,8 @@ import torch
 
 from pipeline import paths, runtime, tracking
 from pipeline.atomic import atomic_path, write_csv
-from pipeline.config import Params
+from pipeline.config import Params, TrainConfig
+from pipeline.data.split import stratified_subset
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
 from pipeline.models import get_model_spec
@@ -32,13 +33,14 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     cfg = params.train_config(dataset, model_name)
     device = runtime.setup(params.runtime)
     spec = get_model_spec(model_name)
-    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed)
-    data = load_prepared(dataset)
+    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed, params.runtime.cuda)
+    data = subset_splits(load_prepared(dataset), cfg, params.runtime.seed)
     generator = torch.Generator().manual_seed(params.runtime.seed)
 
     run_params = {**dataclasses.asdict(cfg), "seed": params.runtime.seed, "device": device.type,
                   "threads": torch.get_num_threads(), "params": learner.num_params,
-                  "input_size": spec.input_size, "source": spec.source, "framework": spec.framework,
+                  "input_size": cfg.input_size or spec.input_size, "source": spec.source,
+                  "framework": spec.framework, "cuda": dataclasses.asdict(params.runtime.cuda),
                   "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
     run_id = tracking.start_training_run(dataset, model_name, run_params,
                                          {"data_version": data["data_version"]})
@@ -87,6 +89,16 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     log.info("%s: best epoch %d (val acc %.4f), %.1fs", model_name, best["epoch"],
              best["val_accuracy"], train_seconds)
     return checkpoint
+
+
+def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
+    """The prepared splits with train and validation cut to cfg's stratified subsets, if any."""
+    data = dict(data)
+    for split, size in (("train", cfg.train_subset), ("val", cfg.val_subset)):
+        if size is not None and size < len(data[f"{split}_y"]):
+            keep = torch.from_numpy(stratified_subset(data[f"{split}_y"].numpy(), size, seed))
+            data[f"{split}_x"], data[f"{split}_y"] = data[f"{split}_x"][keep], data[f"{split}_y"][keep]
+    return data
 
 
 def read_curves(dataset: str, model_name: str) -> list[dict]:

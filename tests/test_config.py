@@ -14,7 +14,8 @@ from tests.conftest import REPO, real_params_dict
 def test_real_params_yaml_is_valid_and_lists_every_mnist_model():
     params = load_params(REPO / "params.yaml")
     assert params.models("mnist") == ["logreg", "mlp", "cnn1", "cnn2", "keras_cnn2", "keras_cnn3",
-                                      "simple_cnn", "classic_cnn", "lenet5", "numpy_cnn"]
+                                      "simple_cnn", "classic_cnn", "lenet5", "numpy_cnn",
+                                      "vgg16", "resnet50", "tiny_vgg", "tiny_resnet"]
     lab_d = params.train_config("mnist", "numpy_cnn")  # lab-D: per-sample SGD at 0.01, 2 epochs
     assert (lab_d.optimizer, lab_d.lr, lab_d.batch_size, lab_d.epochs) == ("sgd", 0.01, 1, 2)
     # SPEC.md's settings for the sources.
@@ -79,7 +80,7 @@ def test_bad_crack_prepare_settings_are_rejected(key, bad):
 
 def test_bad_choice_lists_the_choices():
     raw = real_params_dict()
-    raw["train"]["mnist"]["mlp"]["optimizer"] = "adamw"
+    raw["train"]["mnist"]["mlp"]["optimizer"] = "rmsprop"
     msg = _error(raw)
     assert "train.mnist.mlp.optimizer" in msg and "sgd" in msg and "adam" in msg
 
@@ -127,3 +128,13 @@ def test_profile_keeps_comments_and_validates(tmp_path):
     ci = yaml.safe_load((REPO / "profiles" / "ci.yaml").read_text())
     assert merged.download.mnist.mirror == ci["download"]["mnist"]["mirror"]
     assert merged.train_config("mnist", "lenet5").epochs == ci["train"]["mnist"]["lenet5"]["epochs"]
+
+
+def test_a_model_on_a_dataset_it_does_not_serve_is_refused():
+    raw = real_params_dict()
+    raw["train"]["mnist"]["crack_cnn"] = raw["train"]["crack"]["crack_cnn"]
+    assert "train.mnist.crack_cnn: model 'crack_cnn' trains on crack only" in _error(raw)
+    # The deep models' builders serve both datasets.
+    raw = real_params_dict()
+    raw["train"]["crack"]["tiny_resnet"] = raw["train"]["mnist"]["tiny_resnet"]
+    assert parse_params(raw).train_config("crack", "tiny_resnet").schedule == "onecycle"

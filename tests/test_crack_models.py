@@ -44,7 +44,8 @@ def _trainable(model: nn.Module) -> list[str]:
 
 
 def test_registry_lists_the_crack_models():
-    assert list_models("crack") == ["crack_cnn", *RESNETS]
+    # The deep models' builders serve both datasets (tests/test_deep_models.py).
+    assert list_models("crack") == ["crack_cnn", *RESNETS, "vgg16", "resnet50", "tiny_vgg", "tiny_resnet"]
     assert set(STRATEGIES) == set(RESNETS)
     rows = {r["name"]: r for r in describe_models()}
     for name, params in CRACK_PARAMS.items():

@@ -21,6 +21,11 @@ SPEC_PARAMS = {
     "classic_cnn": 213_270,
     "lenet5": 61_706,
     "numpy_cnn": 1_979,  # lab-D: 3x3 kernel, no bias, + linear 196 -> 10
+    # Deep models at their default 32x32 (tests/test_deep_models.py checks the other inputs).
+    "vgg16": 33_637_066,
+    "resnet50": 23_522_250,
+    "tiny_vgg": 3_837_130,
+    "tiny_resnet": 2_776_522,
 }
 # Crack models have their own tests (tests/test_crack_models.py): one logit, other inputs.
 TORCH_MODELS = [n for n in list_models("mnist") if get_model_spec(n).framework == "torch"]
@@ -52,7 +57,7 @@ def test_output_shape_and_one_training_step(name):
     spec = get_model_spec(name)
     model = spec.build()
     images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
-    x = InputPreset(spec.dataset, spec.input_size)(images)
+    x = InputPreset("mnist", spec.input_size, resize=spec.resize)(images)
     assert x.shape == (8, 1, spec.input_size, spec.input_size)
     logits = model(x)
     assert logits.shape == (8, 10)

@@ -7,12 +7,12 @@ from pipeline.models.registry import DATASET_INPUTS, count_params, get_model_spe
 
 
 def describe_models() -> list[dict]:
-    """One entry per model: name, dataset, parameter count at the dataset's default input."""
+    """One entry per model: name, datasets, parameter count at its home dataset's default input."""
     rows = []
     for name in list_models():
         spec = get_model_spec(name)
         inputs = DATASET_INPUTS[spec.dataset]
-        rows.append({"name": name, "dataset": spec.dataset, "params": count_params(spec.build()),
+        rows.append({"name": name, "dataset": "+".join(spec.datasets), "params": count_params(spec.build()),
                      "input": f"{spec.in_channels or inputs['in_channels']}x{spec.input_size}x{spec.input_size}",
                      "source": spec.source})
     return rows
@@ -23,8 +23,8 @@ def print_models(as_json: bool = False) -> None:
     if as_json:
         print(json.dumps([{k: r[k] for k in ("name", "dataset", "params")} for r in rows], indent=2))
         return
-    header = f"{'name':<22}{'dataset':<9}{'params':>12}  {'input':<11}source"
+    header = f"{'name':<22}{'dataset':<12}{'params':>12}  {'input':<11}source"
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['name']:<22}{r['dataset']:<9}{r['params']:>12,}  {r['input']:<11}{r['source']}")
+        print(f"{r['name']:<22}{r['dataset']:<12}{r['params']:>12,}  {r['input']:<11}{r['source']}")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,18 +19,31 @@ DATASET_INPUTS = {
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    dataset: str
+    datasets: tuple[str, ...]  # the datasets it may train on; the first is its home
     builder: Callable[..., nn.Module]
-    input_size: int  # side of the square image the builder's layers expect
+    input_size: int  # side of the square image the builder's layers expect (its default)
     source: str  # SPEC.md source: lab-A..lab-D or course
     # "torch": the builder returns an nn.Module; "numpy": a model with its own NumPy maths and
     # SGD (pipeline.learners picks how to train it).
     framework: str = "torch"
     # Channels the model reads when not the dataset's (ImageNet models: 3, gray replicated).
     in_channels: int | None = None
+    # MNIST reaches a larger side by zero padding (LeNet-5, as LeCun et al.) unless this is set:
+    # then it is resized (bilinear), as the deep models read MNIST at 32 or 224.
+    resize: bool = False
 
-    def build(self, in_channels: int | None = None, num_classes: int | None = None, **kwargs):
-        defaults = DATASET_INPUTS[self.dataset]
+    @property
+    def dataset(self) -> str:
+        return self.datasets[0]
+
+    @property
+    def flexible_input(self) -> bool:
+        """Whether the builder takes `input_size` (its layers adapt to the side)."""
+        return "input_size" in inspect.signature(self.builder).parameters
+
+    def build(self, in_channels: int | None = None, num_classes: int | None = None,
+              dataset: str | None = None, **kwargs):
+        defaults = DATASET_INPUTS[dataset or self.dataset]
         return self.builder(
             in_channels=in_channels or self.in_channels or defaults["in_channels"],
             num_classes=num_classes or defaults["num_classes"],
@@ -40,17 +54,23 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(*, dataset: str, input_size: int, source: str, framework: str = "torch",
-                   in_channels: int | None = None):
-    """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name."""
-    if dataset not in DATASET_INPUTS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_INPUTS)}")
+def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: str,
+                   framework: str = "torch", in_channels: int | None = None, resize: bool = False):
+    """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name.
+
+    `dataset`: one dataset or several (the first is the home whose input the defaults follow).
+    """
+    datasets = (dataset,) if isinstance(dataset, str) else tuple(dataset)
+    for d in datasets:
+        if d not in DATASET_INPUTS:
+            raise ValueError(f"unknown dataset {d!r}; known: {sorted(DATASET_INPUTS)}")
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, dataset, fn, input_size, source, framework, in_channels)
+        _REGISTRY[name] = ModelSpec(name, datasets, fn, input_size, source, framework, in_channels,
+                                    resize)
         return fn
 
     return wrap
@@ -62,7 +82,7 @@ class UnknownModelError(ValueError):
 
 def list_models(dataset: str | None = None) -> list[str]:
     _load_families()
-    return [n for n, s in _REGISTRY.items() if dataset is None or s.dataset == dataset]
+    return [n for n, s in _REGISTRY.items() if dataset is None or dataset in s.datasets]
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -89,4 +109,4 @@ def count_params(model) -> int:
 
 def _load_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from pipeline.models import classic, crack, lenet, numpy_cnn  # noqa: F401
+    from pipeline.models import classic, crack, deep, lenet, numpy_cnn  # noqa: F401

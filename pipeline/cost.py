@@ -1,0 +1,55 @@
+"""What a model costs to run: FLOPs per image and inference latency, measured on this machine.
+
+FLOPs are counted by torch's own FlopCounterMode on a real forward pass (a multiply-add counts
+as 2), so they follow the model that was built, not a formula. Latency is wall time per image of
+`learner.logits` (the same batched path evaluation uses) at batch 1 and at batch 256, the median
+of a few repeats after a warm-up run.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+LATENCY_BATCHES = (1, 256)
+
+
+def flops_per_image(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs for one image of `input_shape` (channels, height, width)."""
+    first = next(model.parameters())
+    x = torch.zeros(1, *input_shape, device=first.device, dtype=first.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def latency_ms(learner, images: torch.Tensor, batch_size: int, repeats: int) -> float:
+    """Median milliseconds per image to classify `batch_size` of `images` (uint8, stored form)."""
+    batch = images[:batch_size]
+    learner.logits(batch, batch_size)  # warm-up: first-call allocations, lazy inits, cuDNN tuning
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        learner.logits(batch, batch_size)  # returns on the CPU, so the device work is done
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times) / len(batch)
+
+
+def cost_metrics(learner, images: torch.Tensor) -> dict:
+    """flops_per_image (torch models only) and latency_ms_batch{1,256} for the report."""
+    out = {}
+    if isinstance(learner.model, torch.nn.Module):
+        out["flops_per_image"] = flops_per_image(learner.model, learner.input_shape)
+    for batch in LATENCY_BATCHES:
+        # Enough repeats for a stable median, bounded for the slow deep models on a CPU.
+        out[f"latency_ms_batch{batch}"] = round(latency_ms(learner, images, batch, 20 if batch == 1 else 3), 4)
+    return out

@@ -1,0 +1,175 @@
+"""Everything the report shows for one dataset, computed once and rendered twice (Markdown, HTML)."""
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import comparisons, figures, paths
+from pipeline.comparisons import Comparison, PairTest, Recommendation
+from pipeline.models import create_model
+from pipeline.models.registry import DATASET_INPUTS
+from pipeline.models.summary import layer_table
+from pipeline.prepare import load_prepared
+from pipeline.report_interpret import interpret_model
+from pipeline.report_tables import accuracy_interval
+from pipeline.results import ModelResult, read_csv
+
+log = logging.getLogger(__name__)
+GALLERY_SIZE = 18
+CLASS_NAMES = {"crack": {"0": "no crack", "1": "crack"}}
+
+
+@dataclass
+class ModelSection:
+    result: ModelResult
+    figures: dict[str, Path] = field(default_factory=dict)  # kind -> PNG, in display order
+    layers: list[dict] | None = None
+    notes: list[str] = field(default_factory=list)
+    errors: int = 0  # test images it gets wrong
+
+
+@dataclass
+class ComparisonSection:
+    comparison: Comparison
+    results: list[ModelResult]
+    figures: list[Path]
+
+
+@dataclass
+class DatasetReport:
+    dataset: str
+    binary: bool
+    results: list[ModelResult]  # best test accuracy first
+    models: list[ModelSection]
+    tests: list[PairTest]
+    recommendation: Recommendation
+    comparisons: list[ComparisonSection]
+    cost_figure: Path
+
+
+def build_dataset_report(dataset: str, results: list[ModelResult], out: Path) -> DatasetReport:
+    """All figures of one dataset into `out`, and the tables' content."""
+    binary = "threshold" in results[0].metrics
+    test_x = load_prepared(dataset)["test_x"]
+    label = label_namer(dataset)
+    models = []
+    for result in results:
+        log.info("report: %s/%s", dataset, result.name)
+        models.append(model_section(result, test_x, label, binary, out))
+    ranked = sorted(results, key=lambda r: -r.metrics["test_accuracy"])
+    measure = comparisons.cost_measure(results)
+    cost_figure = figures.accuracy_against_cost(
+        [_cost_point(r, measure) for r in ranked], _measure_label(measure),
+        f"{dataset}: accuracy against cost", out / f"{dataset}_accuracy_vs_cost.png")
+    return DatasetReport(dataset, binary, ranked, models, comparisons.pair_tests(dataset, results),
+                         comparisons.recommend(results), comparison_sections(dataset, results, out), cost_figure)
+
+
+def model_section(result: ModelResult, test_x: torch.Tensor, label, binary: bool, out: Path) -> ModelSection:
+    section = ModelSection(result)
+    stem = f"{result.dataset}_{result.name}"
+    section.figures["curves"] = figures.learning_curves(result.curves, result.name, out / f"{stem}_curves.png")
+    classes = list(result.per_class["classes"])
+    section.figures["confusion"] = figures.confusion_matrix(
+        np.array(result.per_class["confusion_matrix"]), classes, f"{result.name}: test confusion matrix",
+        out / f"{stem}_confusion.png")
+    if binary:
+        roc = read_csv(paths.curve_points_file(result.dataset, "roc", result.name))
+        pr = read_csv(paths.curve_points_file(result.dataset, "pr", result.name))
+        section.figures["roc_pr"] = figures.roc_and_pr(
+            [{k: float(v) for k, v in r.items()} for r in roc], [{k: float(v) for k, v in r.items()} for r in pr],
+            result.metrics["test_roc_auc"], result.name, out / f"{stem}_roc_pr.png")
+    wrong = np.flatnonzero(~result.correct).tolist()
+    section.errors = len(wrong)
+    if wrong:
+        section.figures["errors"] = error_gallery(result, wrong, test_x, label, binary, out / f"{stem}_errors.png")
+    section.layers = layer_rows(result)
+    found = interpret_model(result, test_x, label, out)
+    section.figures.update(found.figures)
+    section.notes += found.notes
+    return section
+
+
+def error_gallery(result: ModelResult, wrong: list[int], test_x: torch.Tensor, label, binary: bool,
+                  target: Path) -> Path:
+    rows = result.predictions
+    if binary:
+        # The most confident mistakes first: they say most about what the model misreads.
+        threshold = result.metrics["threshold"]
+        wrong = sorted(wrong, key=lambda i: -abs(float(rows[i]["probability"]) - threshold))
+    shown = wrong[:GALLERY_SIZE]
+    captions = [(f"{rows[i]['file']}\n" if rows[i].get("file") else f"test #{i}\n")
+                + f"true {label(rows[i]['actual'])}, said {label(rows[i]['predicted'])}"
+                + (f"\np={float(rows[i]['probability']):.2f}" if binary else "") for i in shown]
+    order = "most confident first" if binary else "first in test order"
+    return figures.image_gallery(test_x[torch.tensor(shown)].numpy(), captions,
+                                 f"{result.name}: {len(shown)} of its {len(wrong)} test errors ({order})", target)
+
+
+def layer_rows(result: ModelResult) -> list[dict]:
+    """Output shape and parameter count per layer (lab-C), at the size the model was trained at."""
+    spec = result.spec
+    size = result.cfg.input_size or spec.input_size
+    if spec.framework != "torch":
+        return numpy_cnn_layers()
+    # Shapes and counts only: never ImageNet weights (nor their download).
+    takes_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
+    model = create_model(result.name, **({"pretrained": False} if takes_pretrained else {}))
+    channels = spec.in_channels or DATASET_INPUTS[result.dataset]["in_channels"]
+    return layer_table(model, (channels, size, size))
+
+
+def numpy_cnn_layers() -> list[dict]:
+    """lab-D's NumPy CNN has no torch module to hook: its layers from the module's own constants."""
+    from pipeline.models import numpy_cnn as n
+
+    return [
+        {"name": "conv", "type": "conv 3x3, pad 1, no bias", "output_shape": (1, n.IMAGE_SIZE, n.IMAGE_SIZE),
+         "params": n.KERNEL * n.KERNEL},
+        {"name": "relu", "type": "ReLU", "output_shape": (1, n.IMAGE_SIZE, n.IMAGE_SIZE), "params": 0},
+        {"name": "pool", "type": "max-pool 2", "output_shape": (1, n.POOLED, n.POOLED), "params": 0},
+        {"name": "flatten", "type": "flatten", "output_shape": (n.FEATURES,), "params": 0},
+        {"name": "fc", "type": "linear", "output_shape": (n.NUM_CLASSES,),
+         "params": n.FEATURES * n.NUM_CLASSES + n.NUM_CLASSES},
+    ]
+
+
+def comparison_sections(dataset: str, results: list[ModelResult], out: Path) -> list[ComparisonSection]:
+    """The sources' comparisons whose models (at least two) were trained, with their charts."""
+    sections = []
+    for comparison in comparisons.COMPARISONS.get(dataset, []):
+        members = comparisons.present(comparison, results)
+        if len(members) < 2:
+            continue
+        stem = f"{dataset}_{'_vs_'.join(r.name for r in members)}"
+        if comparison.overlay:
+            pair = {r.name: r.curves for r in members}
+            charts = [figures.overlay_curves(pair, f"val_{metric}", f"{' vs '.join(pair)}: validation {metric}",
+                                             out / f"{stem}_{metric}.png") for metric in ("accuracy", "loss")]
+        else:
+            measure = comparisons.cost_measure(members)
+            charts = [figures.accuracy_against_cost([_cost_point(r, measure) for r in members],
+                                                    _measure_label(measure), comparison.title,
+                                                    out / f"{stem}_cost.png")]
+        sections.append(ComparisonSection(comparison, members, charts))
+    return sections
+
+
+def label_namer(dataset: str):
+    names = CLASS_NAMES.get(dataset, {})
+    return lambda value: names.get(str(value), str(value))
+
+
+def _cost_point(result: ModelResult, measure: str) -> dict:
+    low, high = accuracy_interval(result)
+    return {"name": result.name, "cost": result.metrics[measure], "accuracy": result.metrics["test_accuracy"],
+            "low": low, "high": high}
+
+
+def _measure_label(measure: str) -> str:
+    return "FLOPs per image (log)" if measure == "flops_per_image" else "parameters (log)"

@@ -1,0 +1,117 @@
+"""What the report reads about each trained model: metrics, per-class scores, curves, predictions.
+
+Everything is checked to exist before any figure is drawn, so a missing input fails in seconds
+with its file name and the command that makes it, not after minutes of plotting.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import paths
+from pipeline.config import Params, TrainConfig
+from pipeline.models import get_model_spec
+from pipeline.models.registry import DATASET_INPUTS, ModelSpec
+from pipeline.train import read_curves
+
+
+@dataclass
+class ModelResult:
+    name: str
+    dataset: str
+    spec: ModelSpec
+    cfg: TrainConfig
+    # One metrics dict per training run. One run today; a `seeds` list would give one per seed,
+    # and the table then shows their mean and spread (see report_tables.accuracy_cell).
+    runs: list[dict]
+    per_class: dict
+    curves: list[dict]
+    predictions: list[dict]  # rows of the predictions CSV, in test-set order
+    mlflow_run_id: str
+
+    @property
+    def metrics(self) -> dict:
+        return self.runs[0]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per test image: did this model get it right (for McNemar's paired test)."""
+        return np.array([r["actual"] == r["predicted"] for r in self.predictions])
+
+    @property
+    def test_size(self) -> int:
+        return len(self.predictions)
+
+
+def required_files(dataset: str, model: str) -> dict[Path, str]:
+    """Each input of the report for one model, with the command that writes it."""
+    evaluate = f"pipeline evaluate --dataset {dataset} --model {model}"
+    files = {
+        paths.checkpoint_file(dataset, model): f"pipeline train --dataset {dataset} --model {model}",
+        paths.curves_file(dataset, model): f"pipeline train --dataset {dataset} --model {model}",
+        paths.metrics_file(dataset, model): evaluate,
+        paths.per_class_file(dataset, model): evaluate,
+        paths.predictions_file(dataset, model): evaluate,
+    }
+    if DATASET_INPUTS[dataset]["num_classes"] == 1:  # binary: ROC and precision-recall points too
+        files.update({paths.curve_points_file(dataset, kind, model): evaluate for kind in ("roc", "pr")})
+    return files
+
+
+def check_inputs(params: Params) -> None:
+    """Fails naming every missing input file (and what makes it) before any work starts."""
+    missing = []
+    for dataset in params.train:
+        models = params.models(dataset)
+        if models and not paths.prepared_file(dataset).exists():
+            missing.append(f"{paths.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")
+        for model in models:
+            missing += [f"{path} (run `{cmd}`)" for path, cmd in required_files(dataset, model).items()
+                        if not path.exists()]
+    if missing:
+        raise FileNotFoundError("pipeline report needs these files, which are missing: " + "; ".join(missing))
+
+
+def load_results(params: Params, dataset: str) -> list[ModelResult]:
+    results = []
+    for name in params.models(dataset):
+        checkpoint = load_checkpoint_meta(dataset, name)
+        results.append(ModelResult(
+            name=name, dataset=dataset, spec=get_model_spec(name), cfg=params.train_config(dataset, name),
+            runs=[_read_json(paths.metrics_file(dataset, name))],
+            per_class=_read_json(paths.per_class_file(dataset, name)),
+            curves=read_curves(dataset, name),
+            predictions=read_csv(paths.predictions_file(dataset, name)),
+            mlflow_run_id=checkpoint["mlflow_run_id"],
+        ))
+    sizes = {r.name: r.test_size for r in results}
+    if len(set(sizes.values())) > 1:
+        # McNemar pairs image i of one model with image i of another: they must be the same set.
+        raise ValueError(f"{dataset}: the predictions files cover different test sets {sizes}; "
+                         f"re-run the evaluate stages")
+    return results
+
+
+def load_checkpoint_meta(dataset: str, name: str) -> dict:
+    path = paths.checkpoint_file(dataset, name)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "mlflow_run_id" not in checkpoint:
+        raise ValueError(f"{path} has no mlflow_run_id: re-run `pipeline train --dataset {dataset} --model {name}`")
+    return checkpoint
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): re-run the stage that writes it") from None
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

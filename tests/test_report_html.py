@@ -1,0 +1,227 @@
+"""The report stage on a real tiny pipeline run: reports/index.html as a person sees it (headless
+Chromium), its statistics, and its figures in the models' MLflow runs."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+
+from pipeline import evaluate, paths, report, train
+from pipeline.comparisons import recommend
+from pipeline.stats import mcnemar_from_counts
+from pipeline.tracking import TrackingError
+from tests.conftest import REPO, shrunk_params, shrunk_params_dict
+
+MNIST_MODELS = ["logreg", "cnn1", "numpy_cnn"]
+CRACK_MODELS = ["crack_cnn"]
+
+
+def _params(**kwargs):
+    return shrunk_params(models=MNIST_MODELS, crack_models=CRACK_MODELS, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def reported(prepared_workspace, tmp_path_factory):
+    """Train, evaluate and report 3 MNIST models and crack_cnn (1 epoch each) in a workspace of
+    its own (other tests train the same names elsewhere), with its own MLflow store."""
+    ws = tmp_path_factory.mktemp("report_ws")
+    for dataset in ("mnist", "crack"):
+        (ws / "data" / dataset).mkdir(parents=True)
+        shutil.copy(prepared_workspace / paths.prepared_file(dataset), ws / paths.prepared_file(dataset))
+    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ws)
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("PIPELINE_GROUP", "pytest-report")
+        params = _params()
+        for dataset in ("mnist", "crack"):
+            for model in params.models(dataset):
+                train.main(params, dataset, model)
+                evaluate.main(params, dataset, model)
+        reports = report.main(params)
+    return ws, uri, {r.dataset: r for r in reports}
+
+
+def _html(ws: Path) -> str:
+    return (ws / "reports" / "index.html").read_text()
+
+
+def _browser():
+    """Headless Chromium through chromedriver (Debian: apt-get install chromium chromium-driver)."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e '.[dev]'): cannot render the report")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (chromium and driver):
+        pytest.skip("headless Chromium not found: `apt-get install -y chromium chromium-driver` "
+                    f"(chromium: {chromium}, chromedriver: {driver})")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1600"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=Service(driver))
+
+
+def test_page_renders_in_headless_chromium(reported):
+    ws, _, reports = reported
+    browser = _browser()
+    try:
+        browser.get((ws / "reports" / "index.html").as_uri())
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], f"console errors: {errors}"
+        # Every image decoded, including those inside closed <details>.
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.alt, i.complete, i.naturalWidth])")
+        assert len(images) >= 20
+        broken = [alt for alt, complete, width in images if not (complete and width > 0)]
+        assert broken == [], f"images that did not decode: {broken}"
+        for dataset, models in (("mnist", MNIST_MODELS), ("crack", CRACK_MODELS)):
+            rows = browser.execute_script(
+                f"return Array.from(document.querySelectorAll('#comparison-{dataset} tbody tr'))"
+                ".map(r => r.dataset.model)")
+            assert sorted(rows) == sorted(models)
+        assert "Which model?" in browser.find_element("css selector", "#mnist .verdict").text
+        # The screenshot a person would see, every model's section opened, for the CI artifacts.
+        browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
+        height = browser.execute_script("return document.body.scrollHeight")
+        browser.set_window_size(1280, min(height, 16000))
+        artifacts = Path(os.environ.get("CI_ARTIFACTS_DIR") or REPO / "artifacts")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        shot = artifacts / "report_index.png"
+        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+    finally:
+        browser.quit()
+
+
+def test_page_is_self_contained(reported):
+    ws, _, _ = reported
+    html = _html(ws)
+    assert "<script" not in html.lower()
+    sources = re.findall(r'<img src="([^"]{0,30})', html)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    # No request leaves the file: no http(s) resource, no relative file beside it.
+    assert not re.search(r'(src|href)="(https?:|//|figures/)', html)
+
+
+def test_tables_statistics_and_verdict_are_computed_from_the_predictions(reported):
+    ws, _, reports = reported
+    mnist = reports["mnist"]
+    correct = {}
+    for model in MNIST_MODELS:
+        with open(ws / paths.predictions_file("mnist", model)) as f:
+            correct[model] = [r["actual"] == r["predicted"] for r in csv.DictReader(f)]
+    only_logreg = sum(a and not b for a, b in zip(correct["logreg"], correct["cnn1"]))
+    only_cnn1 = sum(b and not a for a, b in zip(correct["logreg"], correct["cnn1"]))
+    (pair,) = [t for t in mnist.tests if (t.a, t.b) == ("logreg", "cnn1")]
+    assert (pair.result.only_a, pair.result.only_b) == (only_logreg, only_cnn1)
+    assert pair.result.p_value == mcnemar_from_counts(only_logreg, only_cnn1).p_value
+    html = _html(ws)
+    assert f"<td>logreg vs cnn1</td><td>lab-C</td><td class=num>{only_logreg:,}</td>" in html
+
+    best = max(MNIST_MODELS, key=lambda m: sum(correct[m]))
+    assert mnist.recommendation.best.name == best
+    assert f"Most accurate: {best}," in html and f"Most accurate: {best}," in (
+        ws / "reports" / "comparison.md").read_text()
+    assert "Most accurate: crack_cnn," in html and "It is the only model trained on this dataset." in html
+    accuracy = sum(correct[best]) / len(correct[best])
+    assert re.search(rf"{100 * accuracy:.2f}% \[\d\d\.\d\d, \d\d\.\d\d\]", html)
+
+
+def test_every_model_section_holds_its_figures_and_tables(reported):
+    ws, _, reports = reported
+    sections = {m.result.name: m for r in reports.values() for m in r.models}
+    for name in ("cnn1", "crack_cnn"):
+        assert {"curves", "confusion", "errors", "filters", "feature_maps", "grad_cam"} <= set(sections[name].figures)
+    assert "roc_pr" in sections["crack_cnn"].figures
+    # The NumPy model: no torch module to interpret, said so on the page; its layers still listed.
+    assert "filters" not in sections["numpy_cnn"].figures
+    assert sum(row["params"] for row in sections["numpy_cnn"].layers) == 1_979
+    html = _html(ws)
+    assert "numpy_cnn is written in NumPy (no torch module to hook)" in html
+    assert "Grad-CAM at layer 14 (ReLU" in html  # crack_cnn: the ReLU after its last conv (12)
+    assert html.count("<h4>Per class (test)</h4>") == len(MNIST_MODELS + CRACK_MODELS)
+    assert "<h4>CNN against logistic regression: complexity and accuracy (lab-C)</h4>" in html
+
+
+def test_figures_are_artifacts_of_each_models_mlflow_run(reported):
+    ws, uri, reports = reported
+    client = mlflow.MlflowClient(uri)
+    for r in reports.values():
+        for section in r.models:
+            run = client.get_run(section.result.mlflow_run_id)
+            assert run.data.tags["model"] == section.result.name
+            assert run.info.status == "FINISHED"
+            logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
+            assert logged == {p.name for p in section.figures.values()}
+
+
+def test_missing_inputs_are_named_before_any_work(reported, monkeypatch):
+    ws, _, _ = reported
+    monkeypatch.chdir(ws)
+    before = (ws / "reports" / "index.html").stat().st_mtime_ns
+    params = shrunk_params(models=MNIST_MODELS + ["mlp"], crack_models=CRACK_MODELS)
+    with pytest.raises(FileNotFoundError, match=r"models/mnist/mlp\.pt .*metrics/mnist/mlp\.json"):
+        report.main(params)
+    assert (ws / "reports" / "index.html").stat().st_mtime_ns == before
+
+
+def test_an_unreachable_tracking_store_fails_clearly_before_any_work(reported, monkeypatch):
+    ws, _, _ = reported
+    monkeypatch.chdir(ws)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, not after backoff
+    before = (ws / "reports" / "index.html").stat().st_mtime_ns
+    with pytest.raises(TrackingError, match=rf"MLflow run \w+ of mnist/logreg .* http://127.0.0.1:{port}"):
+        report.main(_params())
+    assert (ws / "reports" / "index.html").stat().st_mtime_ns == before
+
+
+def test_older_metrics_without_flops_or_latency_show_a_dash(reported):
+    from pipeline.report_tables import columns
+
+    _, _, reports = reported
+    result = reports["mnist"].results[0]
+    old = {k: v for k, v in result.metrics.items()
+           if k not in ("flops_per_image", "latency_ms_batch1", "latency_ms_batch256", "train_seconds_per_epoch")}
+    cells = {title: cell(dataclasses.replace(result, runs=[old])) for title, cell in columns(binary=False)}
+    assert cells["FLOPs / image"] == "–" and cells["latency ms/image (batch 1 / 256)"] == "–"
+    assert cells["train time"].endswith(" s")
+    # Cost then falls back to parameters for the recommendation.
+    assert recommend([dataclasses.replace(r, runs=[old]) for r in reports["mnist"].results]).measure == "params"
+
+
+def test_dvc_plots_show_draws_the_curves_and_the_source_comparisons(reported):
+    ws, _, _ = reported
+    root = ws / "dvc_plots_repo"
+    shutil.copytree(ws / "metrics", root / "metrics")
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    raw = shrunk_params_dict(models=MNIST_MODELS, crack_models=CRACK_MODELS)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
+    shown = subprocess.run(["dvc", "plots", "show", "--json"], cwd=root, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)["data"]
+    assert "lab-C logistic regression against CNNs, validation accuracy" in data
+    for model in MNIST_MODELS:
+        assert f"metrics/mnist/curves/{model}.csv" in data
+    assert "metrics/crack/roc/crack_cnn.csv" in data
