@@ -1,7 +1,7 @@
 """Everything the report shows for one dataset, computed once and rendered twice (Markdown, HTML)."""
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +11,7 @@ import torch
 
 from pipeline import comparisons, figures, paths
 from pipeline.comparisons import Comparison, PairTest, Recommendation
-from pipeline.models import create_model
-from pipeline.models.registry import DATASET_INPUTS
+from pipeline.learners import build_learner
 from pipeline.models.summary import layer_table
 from pipeline.prepare import load_prepared
 from pipeline.report_interpret import interpret_model
@@ -112,16 +111,14 @@ def error_gallery(result: ModelResult, wrong: list[int], test_x: torch.Tensor, l
 
 
 def layer_rows(result: ModelResult) -> list[dict]:
-    """Output shape and parameter count per layer (lab-C), at the size the model was trained at."""
-    spec = result.spec
-    size = result.cfg.input_size or spec.input_size
-    if spec.framework != "torch":
+    """Output shape and parameter count per layer (lab-C), as the model was trained: its dataset's
+    channels and classes, its input size."""
+    if result.spec.framework != "torch":
         return numpy_cnn_layers()
     # Shapes and counts only: never ImageNet weights (nor their download).
-    takes_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
-    model = create_model(result.name, **({"pretrained": False} if takes_pretrained else {}))
-    channels = spec.in_channels or DATASET_INPUTS[result.dataset]["in_channels"]
-    return layer_table(model, (channels, size, size))
+    cfg = dataclasses.replace(result.cfg, pretrained=False)
+    learner = build_learner(result.name, result.dataset, cfg, torch.device("cpu"), 0)
+    return layer_table(learner.model, learner.input_shape)
 
 
 def numpy_cnn_layers() -> list[dict]:

@@ -184,3 +184,19 @@ def test_subset_training_through_the_stages(workspace, mlflow_uri):
     data = train.subset_splits(prepared, params.train_config("mnist", "tiny_vgg"), params.runtime.seed)
     share = torch.bincount(prepared["train_y"]) * 300 / len(prepared["train_y"])
     assert (torch.bincount(data["train_y"]) - share).abs().max() <= 1
+
+
+def test_report_layer_table_follows_the_trained_input_and_dataset():
+    from pipeline.report_build import layer_rows
+    from pipeline.results import ModelResult
+
+    def rows(name, dataset, **cfg):
+        result = ModelResult(name, dataset, get_model_spec(name), _cfg(**cfg), runs=[{}], per_class={},
+                             curves=[], predictions=[], mlflow_run_id="")
+        return layer_rows(result)
+
+    vgg = rows("vgg16", "mnist", input_size=64)
+    assert vgg[0]["output_shape"] == (512, 2, 2) and sum(r["params"] for r in vgg) == count_params(
+        create_model("vgg16", input_size=64))
+    crack = rows("tiny_resnet", "crack", input_size=64)
+    assert crack[-1]["output_shape"] == (1,)  # one logit, as trained on crack
