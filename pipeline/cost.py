@@ -45,10 +45,12 @@ def latency_ms(learner, images: torch.Tensor, batch_size: int, repeats: int) -> 
 
 
 def cost_metrics(learner, images: torch.Tensor) -> dict:
-    """flops_per_image (torch models only) and latency_ms_batch{1,256} for the report."""
-    out = {}
-    if isinstance(learner.model, torch.nn.Module):
-        out["flops_per_image"] = flops_per_image(learner.model, learner.input_shape)
+    """flops_per_image and latency_ms_batch{1,256} for the report."""
+    model = learner.model
+    if isinstance(model, torch.nn.Module):
+        out = {"flops_per_image": flops_per_image(model, learner.input_shape)}
+    else:  # the NumPy CNN counts its own
+        out = {"flops_per_image": model.flops_per_image()}
     for batch in LATENCY_BATCHES:
         # Enough repeats for a stable median, bounded for the slow deep models on a CPU.
         out[f"latency_ms_batch{batch}"] = round(latency_ms(learner, images, batch, 20 if batch == 1 else 3), 4)

@@ -211,5 +211,7 @@ class NumpyLearner:
 
 
 def _progress(batches, desc: str):
-    return tqdm(batches, desc=desc, unit="batch", leave=False, file=sys.stderr,
-                mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    # A terminal gets a live bar; a log file (CI, `dvc repro > log`) would get a "0%" line per
+    # epoch from tqdm, so there the epoch summaries logged by the train stage say it all.
+    return tqdm(batches, desc=desc, unit="batch", leave=False, file=sys.stderr, mininterval=1.0,
+                disable=not sys.stderr.isatty())

@@ -227,6 +227,16 @@ def test_train_epoch_is_shuffled_sgd(rng, batch_size):
 
 # ------------------------------------------------------------------------ spec, init, shapes
 
+def test_flops_match_torch_counting_the_same_network():
+    from torch import nn
+
+    from pipeline.cost import flops_per_image
+
+    same = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(196, 10))
+    assert NumpyCNN().flops_per_image() == flops_per_image(same, (1, 28, 28))
+
+
 def test_num_params_and_init():
     model = NumpyCNN()
     assert model.num_params() == 1979  # SPEC.md: 9 + 1,970

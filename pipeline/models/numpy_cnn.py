@@ -139,6 +139,11 @@ class NumpyCNN:
             "fc_b": np.zeros(NUM_CLASSES, dtype=self.dtype),
         }
 
+    def flops_per_image(self) -> int:
+        """Forward FLOPs counted as torch's FlopCounterMode counts a torch model's: 2 per
+        multiply-add of the convolution and the linear layer, nothing for ReLU and pooling."""
+        return 2 * (IMAGE_SIZE * IMAGE_SIZE * KERNEL * KERNEL + FEATURES * NUM_CLASSES)
+
     def num_params(self) -> int:
         """Number of trainable scalars: 1,979."""
         return sum(p.size for p in self.params.values())
