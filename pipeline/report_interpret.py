@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import figures, interpret, paths
+from pipeline import figures, interpret
+from pipeline.evaluate import load_checkpoint
 from pipeline.learners import build_learner
 from pipeline.results import ModelResult
 
@@ -71,8 +72,7 @@ def interpret_model(result: ModelResult, test_x: torch.Tensor, label_name, out: 
 
 
 def _load_learner(result: ModelResult):
-    checkpoint = torch.load(paths.checkpoint_file(result.dataset, result.name), map_location="cpu",
-                            weights_only=True)
+    checkpoint = load_checkpoint(result.dataset, result.name)
     # The weights come from the checkpoint: no ImageNet download, as in the evaluate stage.
     cfg = dataclasses.replace(result.cfg, pretrained=False)
     learner = build_learner(result.name, result.dataset, cfg, torch.device("cpu"), 0)

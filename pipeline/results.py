@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline import paths
 from pipeline.config import Params, TrainConfig
+from pipeline.evaluate import load_checkpoint
 from pipeline.models import get_model_spec
 from pipeline.models.registry import DATASET_INPUTS, ModelSpec
 from pipeline.train import read_curves
@@ -98,10 +98,9 @@ def load_results(params: Params, dataset: str) -> list[ModelResult]:
 
 
 def load_checkpoint_meta(dataset: str, name: str) -> dict:
-    path = paths.checkpoint_file(dataset, name)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(dataset, name)
     if "mlflow_run_id" not in checkpoint:
-        raise ValueError(f"{path} has no mlflow_run_id: re-run `pipeline train --dataset {dataset} --model {name}`")
+        raise ValueError(f"{paths.checkpoint_file(dataset, name)} has no mlflow_run_id: re-run `pipeline train --dataset {dataset} --model {name}`")
     return checkpoint
 
 
