@@ -1,5 +1,6 @@
-"""Fails (exit 1) when a model's test accuracy is below its floor in .ci/floors.yaml, when a
-floor's metrics are missing, or when a trained model has no floor (so none goes unchecked)."""
+"""Fails (exit 1) when a model's test accuracy (the mean over its seeds) is below its floor in
+.ci/floors.yaml, when a floor's metrics are missing, or when a trained model has no floor (so
+none goes unchecked)."""
 import json
 import sys
 from pathlib import Path
@@ -18,9 +19,11 @@ for dataset, models in floors.items():
         if not path.exists():
             failures.append(f"{dataset}/{model}: {path} missing (did its stages run?)")
             continue
-        accuracy = json.loads(path.read_text())["test_accuracy"]
+        metrics = json.loads(path.read_text())
+        accuracy = metrics["test_accuracy"]
         status = "ok" if accuracy >= floor else "BELOW FLOOR"
-        print(f"{dataset:6} {model:20} test accuracy {accuracy:.4f}  floor {floor:.4f}  {status}")
+        seeds = f" (mean of {metrics['seeds']} seeds, std {metrics['test_accuracy_std']:.4f})" if metrics.get("seeds", 1) > 1 else ""
+        print(f"{dataset:6} {model:20} test accuracy {accuracy:.4f}{seeds}  floor {floor:.4f}  {status}")
         if accuracy < floor:
             failures.append(f"{dataset}/{model}: {accuracy:.4f} < floor {floor:.4f}")
 if failures:

@@ -51,10 +51,10 @@ def main() -> None:
         decode = time.perf_counter() - t0
         parts = split_three_ways(labels.numpy(), dataclasses.replace(params.prepare.crack, image_size=size))
         train_idx, val_idx = (torch.as_tensor(parts[k]) for k in ("train", "val"))
-        device = runtime.setup(params.runtime)
+        device = runtime.setup(params.runtime, params.seeds[0])
         learner = build_learner("crack_cnn", "crack", dataclasses.replace(cfg, input_size=size), device,
-                                params.runtime.seed)
-        generator = torch.Generator().manual_seed(params.runtime.seed)
+                                params.seeds[0])
+        generator = torch.Generator().manual_seed(params.seeds[0])
         seconds, accuracies = [], []
         for epoch in range(1, args.epochs + 1):
             t0 = time.perf_counter()

@@ -64,8 +64,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(REPO / "params.yaml")
-    device = runtime.setup(params.runtime)
-    seed = params.runtime.seed
+    seed = params.seeds[0]
+    device = runtime.setup(params.runtime, seed)
     images, labels = mnist.load_split(args.mnist, "train")
     fit, val = stratified_split(labels.numpy(), params.prepare.mnist.val_fraction, params.prepare.mnist.seed)
     fit = fit[stratified_subset(labels[fit].numpy(), args.train, seed)]
@@ -80,7 +80,7 @@ def main() -> None:
     for model in args.models:
         for recipe in args.recipes:
             cfg = TrainConfig(**{**BASE, **RECIPES[recipe]}, epochs=args.epochs, input_size=args.input_size)
-            runtime.setup(params.runtime)  # same seed, same initial weights for every recipe
+            runtime.setup(params.runtime, seed)  # same seed, same initial weights for every recipe
             learner = build_learner(model, "mnist", cfg, device, seed, params.runtime.cuda)
             generator = torch.Generator().manual_seed(seed)
             accuracies, seconds = [], []

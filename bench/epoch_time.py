@@ -117,8 +117,8 @@ def main() -> None:
     args = parser.parse_args()
 
     params = load_params(REPO / "params.yaml")
-    runtime.setup(dataclasses.replace(params.runtime, device="cpu"))
-    seed = params.runtime.seed
+    seed = params.seeds[0]
+    runtime.setup(dataclasses.replace(params.runtime, device="cpu"), seed)
     images, labels = mnist.load_split(args.mnist, "train")
     print(f"machine: {machine_info()}")
     rows = []

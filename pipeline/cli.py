@@ -5,6 +5,8 @@
     pipeline train    --dataset mnist --model lenet5
     pipeline evaluate --dataset mnist --model lenet5
     pipeline report
+    pipeline register          # each dataset's best model -> models:/<dataset>-classifier@champion
+    pipeline predict --dataset mnist [--model lenet5] [--json] digit.png ...
     pipeline models [--json]
     pipeline profile ci        # merge profiles/ci.yaml into params.yaml
 """
@@ -30,6 +32,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", choices=DATASETS, default="mnist")
         p.add_argument("--model", required=True, help="a name from `pipeline models`")
     sub.add_parser("report")
+    sub.add_parser("register", help="register each dataset's best model as <dataset>-classifier@champion")
+    p = sub.add_parser("predict", help="classify image files (PNG, JPEG)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--model", help="a model of params.yaml (default: the registry's champion)")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
@@ -37,7 +45,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
+    """Runs the stage; an exit code where the stage ran in child processes."""
     if args.stage == "models":
         from pipeline.models.listing import print_models
 
@@ -61,8 +70,10 @@ def run(args: argparse.Namespace) -> None:
 
         prepare.main(params, args.dataset)
     elif args.stage == "train":
-        from pipeline import train
+        from pipeline import distributed, train
 
+        if distributed.needs_launch(params.runtime.distributed):
+            return distributed.launch(params, args.params, args.dataset, args.model)
         train.main(params, args.dataset, args.model)
     elif args.stage == "evaluate":
         from pipeline import evaluate
@@ -72,6 +83,14 @@ def run(args: argparse.Namespace) -> None:
         from pipeline import report
 
         report.main(params)
+    elif args.stage == "register":
+        from pipeline import register
+
+        register.main(params)
+    elif args.stage == "predict":
+        from pipeline import predict
+
+        predict.main(params, args.dataset, args.images, args.model, args.json)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.tracking import TrackingError
 
     try:
-        run(args)
+        code = run(args)
     except (ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError) as e:
         # Expected user-facing failures: one clear line, no traceback.
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

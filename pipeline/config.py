@@ -110,9 +110,11 @@ class TrainConfig:
     schedule: Literal["constant", "onecycle", "cosine"] = "constant"
     nesterov: bool = False  # SGD with momentum only
     # Train (and validate) on a stratified subset of this many images of the prepared split
-    # (seeded by runtime.seed): the CI profile's deep models. null: the whole split.
+    # (drawn with each run's seed): the CI profile's deep models. null: the whole split.
     train_subset: int | None = None
     val_subset: int | None = None
+    # This model's own list of seeds (one training run each); null: the top-level `seeds`.
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "lr", self.lr, "a positive number")
@@ -134,6 +136,8 @@ class TrainConfig:
         for key in ("train_subset", "val_subset"):
             value = getattr(self, key)
             _check(value is None or value >= 100, key, value, "null or an integer >= 100")
+        if self.seeds is not None:
+            _check_seeds(self.seeds, "seeds")
 
 
 @dataclass(frozen=True)
@@ -147,16 +151,31 @@ class CudaConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    """Data-parallel training in `nproc` processes (torchrun + DistributedDataParallel)."""
+    # 1: one process. N > 1: `pipeline train` re-runs itself under torchrun with N processes
+    # (one per GPU on CUDA), each on 1/N of every batch.
+    nproc: int = 1
+    # auto: nccl on CUDA, gloo on a CPU.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.nproc >= 1, "nproc", self.nproc, "1 (one process) or more processes, e.g. 2")
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = 0  # 0: one per core
-    seed: int = 12  # lab-C's seed
+    threads: int = 0  # 0: one per core (shared out among the processes of a distributed run)
     eval_batch_size: int = 1000  # lab-A's test batch
     cuda: CudaConfig = field(default_factory=CudaConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         _check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "a positive integer")
+        _check(self.distributed.backend != "nccl" or self.device != "cpu", "distributed.backend",
+               self.distributed.backend, "auto or gloo when device is cpu (nccl needs CUDA GPUs)")
 
 
 @dataclass(frozen=True)
@@ -166,6 +185,12 @@ class Params:
     runtime: RuntimeConfig
     # dataset -> model name -> settings; the order is the order of the report.
     train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
+    # Every model trains once per seed (weights, shuffling, subsets); the report shows the mean
+    # and spread across them. The first seed's run gives the figures, predictions and McNemar.
+    seeds: tuple[int, ...] = (12,)  # lab-C's seed
+
+    def __post_init__(self) -> None:
+        _check_seeds(self.seeds, "seeds")
 
     def mnist_mirror(self) -> str | None:
         return os.environ.get(MNIST_MIRROR_ENV) or self.download.mnist.mirror
@@ -187,6 +212,10 @@ class Params:
                 f"configured models: {', '.join(models) or 'none'}"
             )
         return models[model]
+
+    def seeds_for(self, dataset: str, model: str) -> tuple[int, ...]:
+        """The seeds `model` trains with: its own `seeds` setting, else the top-level list."""
+        return self.train_config(dataset, model).seeds or self.seeds
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
@@ -252,6 +281,11 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}: got {value!r}, expected {expected}")
 
 
+def _check_seeds(seeds: tuple[int, ...], key: str) -> None:
+    _check(len(seeds) >= 1 and len(set(seeds)) == len(seeds) and min(seeds) >= 0, key, list(seeds),
+           "a non-empty list of distinct integers >= 0, e.g. [12, 13]")
+
+
 def _parse_dataclass(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where or 'top level'}: expected a mapping, got {raw!r}")
@@ -287,6 +321,10 @@ def _parse_value(tp: Any, value: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(map(str, args))}")
         return value
+    if origin is tuple:  # tuple[T, ...]: a YAML list
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return tuple(_parse_value(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

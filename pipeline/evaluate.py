@@ -1,8 +1,10 @@
 """Stage `evaluate`: score the best checkpoint on the official test set.
 
     pipeline evaluate --dataset mnist --model lenet5
-    # writes metrics/mnist/lenet5.json, metrics/mnist/per_class/lenet5.json,
-    #        metrics/mnist/predictions/lenet5.csv; logs them to the model's MLflow run
+    # writes metrics/mnist/lenet5.json (the mean over the seeds, with the accuracy's spread),
+    #        metrics/mnist/seeds/lenet5.json (each seed's run), and for the first seed
+    #        metrics/mnist/per_class/lenet5.json, metrics/mnist/predictions/lenet5.csv;
+    #        logs each seed's metrics and figures to that seed's MLflow run
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
@@ -22,13 +25,14 @@ from pipeline.cost import cost_metrics
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
 from pipeline.prepare import load_prepared
+from pipeline.stats import mean_and_spread
 from pipeline.train import read_curves
 
 log = logging.getLogger(__name__)
 
 
-def load_checkpoint(dataset: str, model_name: str) -> dict:
-    path = paths.checkpoint_file(dataset, model_name)
+def load_checkpoint(dataset: str, model_name: str, seed: int) -> dict:
+    path = paths.checkpoint_file(dataset, model_name, seed)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run `pipeline train --dataset {dataset} --model {model_name}`")
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -38,23 +42,66 @@ CLASS_NAMES = {"crack": ["negative", "positive"]}
 
 
 def main(params: Params, dataset: str, model_name: str) -> dict:
+    """Scores each seed's checkpoint; returns the metrics averaged over the seeds."""
     cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
-    device = runtime.setup(params.runtime)
-    checkpoint = load_checkpoint(dataset, model_name)
+    seeds = params.seeds_for(dataset, model_name)
+    device = runtime.setup(params.runtime, seeds[0])
+    checkpoints = [load_checkpoint(dataset, model_name, seed) for seed in seeds]  # all, before any work
     # The weights come from the checkpoint: no need for (or download of) ImageNet's.
     cfg = dataclasses.replace(cfg, pretrained=False)
-    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed, params.runtime.cuda)
-    learner.load_state_dict(checkpoint["state_dict"])
     data = load_prepared(dataset)
+    runs, cost = [], None
+    for seed, checkpoint in zip(seeds, checkpoints):
+        learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime.cuda)
+        learner.load_state_dict(checkpoint["state_dict"])
+        scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
+        # Every seed builds the same network: its cost is measured once.
+        cost = cost or cost_metrics(learner, data["test_x"])
+        metrics = {**scored["metrics"], "params": learner.num_params,
+                   "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
+                   "train_seconds": round(checkpoint["train_seconds"], 2),
+                   "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
+                   **cost}
+        if seed == seeds[0]:  # the first seed's run is the one the report draws
+            _write_seed_outputs(dataset, model_name, data, scored)
+        _log_to_run(dataset, model_name, seed, checkpoint["mlflow_run_id"], metrics, scored, learner, data)
+        runs.append({"seed": seed, "mlflow_run_id": checkpoint["mlflow_run_id"], **metrics})
+        log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
+                 metrics["test_accuracy"], metrics["test_loss"])
+    summary = summarize_seeds(runs)
+    write_text(paths.seed_metrics_file(dataset, model_name), json.dumps(runs, indent=2) + "\n")
+    write_text(paths.metrics_file(dataset, model_name), json.dumps(summary, indent=2) + "\n")
+    if len(runs) > 1:
+        log.info("%s/%s: test accuracy %.4f ± %.4f over %d seeds", dataset, model_name,
+                 summary["test_accuracy"], summary["test_accuracy_std"], len(runs))
+    return summary
+
+
+def summarize_seeds(runs: list[dict]) -> dict:
+    """The mean of each metric over the seeds' runs, plus the accuracy's spread and the seed count."""
+    summary: dict = {}
+    for key in runs[0]:
+        if key in ("seed", "mlflow_run_id"):
+            continue
+        values = [run[key] for run in runs]
+        mean = sum(values) / len(values)
+        # Counts (params, epochs) stay integers where every seed agrees.
+        summary[key] = values[0] if all(v == values[0] for v in values) else mean
+    summary["test_accuracy_std"] = mean_and_spread([run["test_accuracy"] for run in runs])[1]
+    summary["seeds"] = len(runs)
+    return summary
+
+
+def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
+    """Test metrics, predictions and (binary) curves of one trained model."""
     labels = data["test_y"]
     actual = labels.numpy()
-
-    logits = learner.logits(data["test_x"], params.runtime.eval_batch_size)
+    logits = learner.logits(data["test_x"], batch_size)
     test_loss, test_accuracy = loss_and_accuracy(logits, labels)
     extra: dict = {}
     if logits.shape[1] == 1:
         # Binary: the threshold comes from the validation split, then scores the test split.
-        val_logits = learner.logits(data["val_x"], params.runtime.eval_batch_size)
+        val_logits = learner.logits(data["val_x"], batch_size)
         threshold = binary.choose_threshold(torch.sigmoid(val_logits[:, 0]).numpy(), data["val_y"].numpy())
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
         predicted = (probabilities >= threshold).astype(int)
@@ -67,43 +114,40 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     class_names = CLASS_NAMES.get(dataset) or [str(c) for c in range(logits.shape[1])]
     report = classification_report(actual, predicted, labels=range(len(class_names)),
                                    target_names=class_names, output_dict=True, zero_division=0)
-    matrix = confusion_matrix(actual, predicted, labels=range(len(class_names)))
+    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
+               "test_macro_f1": report["macro avg"]["f1-score"], **extra}
+    return {"metrics": metrics, "actual": actual, "predicted": predicted, "probabilities": probabilities,
+            "curves": curves, "class_names": class_names,
+            "per_class": {"classes": {c: report[c] for c in class_names},
+                          "confusion_matrix": confusion_matrix(actual, predicted, labels=range(len(class_names))).tolist(),
+                          "test_size": int(len(actual))}}
 
-    metrics = {
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "test_macro_f1": report["macro avg"]["f1-score"],
-        **extra,
-        "params": learner.num_params,
-        "best_epoch": checkpoint["best_epoch"],
-        "epochs_run": checkpoint["epochs_run"],
-        "train_seconds": round(checkpoint["train_seconds"], 2),
-        "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
-        **cost_metrics(learner, data["test_x"]),
-    }
-    write_text(paths.metrics_file(dataset, model_name), json.dumps(metrics, indent=2) + "\n")
-    per_class = {"classes": {c: report[c] for c in class_names},
-                 "confusion_matrix": matrix.tolist(), "test_size": int(len(actual))}
-    write_text(paths.per_class_file(dataset, model_name), json.dumps(per_class, indent=2) + "\n")
-    _write_predictions(dataset, model_name, data, actual, predicted, probabilities)
-    for kind, points in curves.items():
+
+def _write_seed_outputs(dataset: str, model_name: str, data: dict, scored: dict) -> None:
+    write_text(paths.per_class_file(dataset, model_name), json.dumps(scored["per_class"], indent=2) + "\n")
+    _write_predictions(dataset, model_name, data, scored["actual"], scored["predicted"], scored["probabilities"])
+    for kind, points in scored["curves"].items():
         write_csv(paths.curve_points_file(dataset, kind, model_name), points)
 
+
+def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, data) -> None:
+    """The seed's test metrics, figures and served model, added to its training run."""
+    curves = scored["curves"]
     with tempfile.TemporaryDirectory() as tmp:
+        per_class = Path(tmp) / "per_class.json"
+        per_class.write_text(json.dumps(scored["per_class"], indent=2) + "\n")
         artifacts = [
-            figures.confusion_matrix(matrix, class_names, f"{model_name}: test confusion matrix",
-                                     Path(tmp) / "confusion_matrix.png"),
-            figures.learning_curves(read_curves(dataset, model_name), model_name,
+            figures.confusion_matrix(np.array(scored["per_class"]["confusion_matrix"]), scored["class_names"],
+                                     f"{model_name}: test confusion matrix", Path(tmp) / "confusion_matrix.png"),
+            figures.learning_curves(read_curves(dataset, model_name, seed), model_name,
                                     Path(tmp) / "learning_curves.png"),
-            paths.per_class_file(dataset, model_name),
+            per_class,
         ]
         if curves:
             artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
                                                 model_name, Path(tmp) / "roc_pr.png"))
-        tracking.log_evaluation(checkpoint["mlflow_run_id"], {k: float(v) for k, v in metrics.items()},
+        tracking.log_evaluation(run_id, {k: float(v) for k, v in metrics.items()},
                                 artifacts, learner.served_model(), learner.example_input(data["test_x"][:4]))
-    log.info("%s/%s: test accuracy %.4f, loss %.4f", dataset, model_name, test_accuracy, test_loss)
-    return metrics
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:

@@ -14,20 +14,22 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.config import ConfigError, CudaConfig, TrainConfig
 from pipeline.data.presets import InputPreset
 from pipeline.inference import loss_fn, predict_logits, predicted_classes
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import DATASET_INPUTS, ModelSpec
-from pipeline.runtime import accelerator
+from pipeline.runtime import World, accelerator
 
 
 def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int,
-                  cuda: CudaConfig | None = None):
+                  cuda: CudaConfig | None = None, world: World = World()):
+    """`world`: this process's rank among those of a data-parallel run (torch models only)."""
     spec = get_model_spec(model_name)
     if spec.framework == "numpy":
         return NumpyLearner(spec, dataset, cfg, seed)
-    return TorchLearner(spec, dataset, cfg, device, cuda)
+    return TorchLearner(spec, dataset, cfg, device, cuda, world)
 
 
 def build_optimizer(parameters, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -67,8 +69,8 @@ def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, 
 
 class TorchLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device,
-                 cuda: CudaConfig | None = None) -> None:
-        self.name, self.cfg, self.device = spec.name, cfg, device
+                 cuda: CudaConfig | None = None, world: World = World()) -> None:
+        self.name, self.cfg, self.device, self.world = spec.name, cfg, device, world
         self.accel = accelerator(device, cuda)
         key = f"train.{dataset}.{spec.name}"
         accepts_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
@@ -100,19 +102,29 @@ class TorchLearner:
         self.phase: tuple[str, float] | None = None
         self.optimizer = build_optimizer(self.model.parameters(), cfg, cfg.lr)
         self.scheduler = None  # built on the first epoch, when the number of batches is known
+        self.steps_per_epoch: int | None = None
         self.scaler = self.accel.grad_scaler()
+        self.train_model: nn.Module | None = None  # self.model, or DDP around it; made on first use
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
         phase = transfer_phase(self.name, self.cfg, epoch)
-        if phase is None or phase == self.phase:
-            return
+        if phase is not None and phase != self.phase:
+            self._enter_phase(phase)
+
+    def _enter_phase(self, phase: tuple[str, float]) -> None:
         from pipeline.models.crack import set_trainable
 
         part, lr = phase
         set_trainable(self.model, part)
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg, lr)
         self.phase = phase
+        self.train_model = None  # DDP must register the new set of trainable parameters
+
+    def _ensure_scheduler(self, steps_per_epoch: int) -> None:
+        if self.steps_per_epoch is None:
+            self.scheduler = build_scheduler(self.optimizer, self.cfg, steps_per_epoch)
+            self.steps_per_epoch = steps_per_epoch
 
     def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                     desc: str) -> tuple[float, float]:
@@ -123,20 +135,24 @@ class TorchLearner:
             from pipeline.models.crack import freeze_batchnorm
 
             freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
-        order = torch.randperm(len(images), generator=generator)
-        batches = range(0, len(order), cfg.batch_size)
-        if self.scheduler is None:
-            self.scheduler = build_scheduler(self.optimizer, cfg, len(batches))
+        # Every rank draws the same permutation (same seeded generator) and trains on its shard,
+        # batch_size / world size images per step: together, the one-process run's batches.
+        order = distributed.shard(torch.randperm(len(images), generator=generator), self.world)
+        batch_size = cfg.batch_size // self.world.size
+        batches = range(0, len(order), batch_size)
+        self._ensure_scheduler(len(batches))
+        if self.train_model is None:
+            self.train_model = distributed.wrap(model, self.world, device)
         accel = self.accel
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         for start in _progress(batches, desc):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start:start + batch_size]
             # uint8 to the device, then normalised (and augmented) there.
             x = accel.model_input(self.train_preset(accel.to_device(images[idx])))
             y = accel.to_device(labels[idx])
             with accel.autocast():
-                logits = model(x)
+                logits = self.train_model(x)
                 loss = loss_fn(logits.float(), y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -147,7 +163,8 @@ class TorchLearner:
             # Accumulated on the device: no per-batch sync with .item().
             total_loss += loss.detach() * len(idx)
             correct += (predicted_classes(logits) == y).sum()
-        n = len(order)
+        total_loss, correct = distributed.sum_over_ranks(self.world, total_loss, correct)
+        n = len(order) * self.world.size
         return total_loss.item() / n, correct.item() / n
 
     def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -158,6 +175,25 @@ class TorchLearner:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state)
+
+    def training_state(self) -> dict:
+        """What the next epoch depends on, as tensors and plain values (a resume file)."""
+        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "steps_per_epoch": self.steps_per_epoch, "scaler": self.scaler.state_dict(),
+                "phase": self.phase}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["model"])
+        if state["phase"] is not None:
+            self._enter_phase(tuple(state["phase"]))
+        if state["steps_per_epoch"] is not None:
+            self._ensure_scheduler(state["steps_per_epoch"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        # After the scheduler: building one resets the optimizer's lr to the schedule's start.
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
 
     def example_input(self, images: torch.Tensor) -> np.ndarray:
         """The model's input for these images, as MLflow's signature example."""
@@ -202,6 +238,14 @@ class NumpyLearner:
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict({k: v.numpy() for k, v in state.items()})
+
+    def training_state(self) -> dict:
+        # The bit generator's state is a dict of str and int: it loads with weights_only=True.
+        return {"model": self.state_dict(), "rng": self.rng.bit_generator.state}
+
+    def load_training_state(self, state: dict) -> None:
+        self.load_state_dict(state["model"])
+        self.rng.bit_generator.state = state["rng"]
 
     def example_input(self, images: torch.Tensor) -> np.ndarray:
         return images.numpy()

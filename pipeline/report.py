@@ -28,7 +28,8 @@ def main(params: Params) -> list[DatasetReport]:
     results.check_inputs(params)  # every missing file named, before any work
     datasets = [d for d in params.train if params.models(d)]
     loaded = {d: results.load_results(params, d) for d in datasets}
-    tracking.check_runs_exist({f"{d}/{r.name}": r.mlflow_run_id for d in datasets for r in loaded[d]})
+    tracking.check_runs_exist({f"{d}/{r.name} seed {run['seed']}": run["mlflow_run_id"]
+                               for d in datasets for r in loaded[d] for run in r.runs})
 
     target = paths.reports_dir()
     with atomic_dir(target) as tmp:

@@ -72,7 +72,7 @@ def interpret_model(result: ModelResult, test_x: torch.Tensor, label_name, out: 
 
 
 def _load_learner(result: ModelResult):
-    checkpoint = load_checkpoint(result.dataset, result.name)
+    checkpoint = load_checkpoint(result.dataset, result.name, result.seed)
     # The weights come from the checkpoint: no ImageNet download, as in the evaluate stage.
     cfg = dataclasses.replace(result.cfg, pretrained=False)
     learner = build_learner(result.name, result.dataset, cfg, torch.device("cpu"), 0)

@@ -29,9 +29,9 @@ BINARY_COLUMNS = [("test_precision", "precision"), ("test_recall", "recall"), ("
 
 
 def accuracy_interval(result: ModelResult) -> tuple[float, float]:
-    """95% Wilson interval of the (first run's) test accuracy on the test-set size."""
+    """95% Wilson interval of the first seed's test accuracy on the test-set size."""
     n = result.test_size
-    return wilson_interval(round(result.metrics["test_accuracy"] * n), n)
+    return wilson_interval(round(result.runs[0]["test_accuracy"] * n), n)
 
 
 def accuracy_cell(result: ModelResult) -> str:

@@ -14,7 +14,6 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params, TrainConfig
-from pipeline.evaluate import load_checkpoint
 from pipeline.models import get_model_spec
 from pipeline.models.registry import DATASET_INPUTS, ModelSpec
 from pipeline.train import read_curves
@@ -26,17 +25,22 @@ class ModelResult:
     dataset: str
     spec: ModelSpec
     cfg: TrainConfig
-    # One metrics dict per training run. One run today; a `seeds` list would give one per seed,
-    # and the table then shows their mean and spread (see report_tables.accuracy_cell).
+    metrics: dict  # the mean over the seeds' runs (metrics/<dataset>/<model>.json)
+    # One metrics dict per seed's run, with its seed and MLflow run id; the table shows their
+    # mean and spread (see report_tables.accuracy_cell).
     runs: list[dict]
+    # The first seed's run: its per-class scores, curves, predictions and figures.
     per_class: dict
     curves: list[dict]
     predictions: list[dict]  # rows of the predictions CSV, in test-set order
-    mlflow_run_id: str
 
     @property
-    def metrics(self) -> dict:
-        return self.runs[0]
+    def seed(self) -> int:
+        return self.runs[0]["seed"]
+
+    @property
+    def mlflow_run_id(self) -> str:
+        return self.runs[0]["mlflow_run_id"]
 
     @property
     def correct(self) -> np.ndarray:
@@ -48,13 +52,15 @@ class ModelResult:
         return len(self.predictions)
 
 
-def required_files(dataset: str, model: str) -> dict[Path, str]:
+def required_files(dataset: str, model: str, seeds: tuple[int, ...]) -> dict[Path, str]:
     """Each input of the report for one model, with the command that writes it."""
+    train = f"pipeline train --dataset {dataset} --model {model}"
     evaluate = f"pipeline evaluate --dataset {dataset} --model {model}"
-    files = {
-        paths.checkpoint_file(dataset, model): f"pipeline train --dataset {dataset} --model {model}",
-        paths.curves_file(dataset, model): f"pipeline train --dataset {dataset} --model {model}",
+    files = {path: train for seed in seeds
+             for path in (paths.checkpoint_file(dataset, model, seed), paths.curves_file(dataset, model, seed))}
+    files |= {
         paths.metrics_file(dataset, model): evaluate,
+        paths.seed_metrics_file(dataset, model): evaluate,
         paths.per_class_file(dataset, model): evaluate,
         paths.predictions_file(dataset, model): evaluate,
     }
@@ -71,8 +77,8 @@ def check_inputs(params: Params) -> None:
         if models and not paths.prepared_file(dataset).exists():
             missing.append(f"{paths.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")
         for model in models:
-            missing += [f"{path} (run `{cmd}`)" for path, cmd in required_files(dataset, model).items()
-                        if not path.exists()]
+            files = required_files(dataset, model, params.seeds_for(dataset, model))
+            missing += [f"{path} (run `{cmd}`)" for path, cmd in files.items() if not path.exists()]
     if missing:
         raise FileNotFoundError("pipeline report needs these files, which are missing: " + "; ".join(missing))
 
@@ -80,14 +86,18 @@ def check_inputs(params: Params) -> None:
 def load_results(params: Params, dataset: str) -> list[ModelResult]:
     results = []
     for name in params.models(dataset):
-        checkpoint = load_checkpoint_meta(dataset, name)
+        runs = _read_json(paths.seed_metrics_file(dataset, name))
+        seeds = list(params.seeds_for(dataset, name))
+        if [run.get("seed") for run in runs] != seeds:
+            raise ValueError(f"{paths.seed_metrics_file(dataset, name)} holds the runs of seeds "
+                             f"{[run.get('seed') for run in runs]}, params.yaml asks for {seeds}: re-run "
+                             f"`pipeline evaluate --dataset {dataset} --model {name}`")
         results.append(ModelResult(
             name=name, dataset=dataset, spec=get_model_spec(name), cfg=params.train_config(dataset, name),
-            runs=[_read_json(paths.metrics_file(dataset, name))],
+            metrics=_read_json(paths.metrics_file(dataset, name)), runs=runs,
             per_class=_read_json(paths.per_class_file(dataset, name)),
-            curves=read_curves(dataset, name),
+            curves=read_curves(dataset, name, seeds[0]),
             predictions=read_csv(paths.predictions_file(dataset, name)),
-            mlflow_run_id=checkpoint["mlflow_run_id"],
         ))
     sizes = {r.name: r.test_size for r in results}
     if len(set(sizes.values())) > 1:
@@ -95,13 +105,6 @@ def load_results(params: Params, dataset: str) -> list[ModelResult]:
         raise ValueError(f"{dataset}: the predictions files cover different test sets {sizes}; "
                          f"re-run the evaluate stages")
     return results
-
-
-def load_checkpoint_meta(dataset: str, name: str) -> dict:
-    checkpoint = load_checkpoint(dataset, name)
-    if "mlflow_run_id" not in checkpoint:
-        raise ValueError(f"{paths.checkpoint_file(dataset, name)} has no mlflow_run_id: re-run `pipeline train --dataset {dataset} --model {name}`")
-    return checkpoint
 
 
 def _read_json(path: Path) -> dict:

@@ -12,12 +12,31 @@ import torch
 from pipeline.config import CudaConfig, RuntimeConfig
 
 
-def setup(cfg: RuntimeConfig) -> torch.device:
-    """Seeds every RNG, sets CPU threads and returns the device to train on."""
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes of a run (torchrun's RANK, WORLD_SIZE, ...).
+
+    The default is a single-process run; `pipeline.distributed.start` makes the others.
+    """
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    local_size: int = 1  # processes on this machine, which share its cores
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(cfg: RuntimeConfig, seed: int, world: World = World()) -> torch.device:
+    """Seeds every RNG with `seed`, sets CPU threads and returns the device to train on."""
+    random.seed(seed)
+    np.random.seed(seed)
+    # Ranks get different dropout and augmentation draws (identical ones would correlate the
+    # shards); initial weights still match, as DDP copies rank 0's, whose stream is `seed`.
+    torch.manual_seed(seed + world.rank)
+    # 0 threads = the machine's cores, shared out among the processes of a multi-process run.
+    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.local_size))
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         # Same params, same machine -> identical metrics. CPU kernels are deterministic already;
@@ -25,6 +44,9 @@ def setup(cfg: RuntimeConfig) -> torch.device:
         torch.use_deterministic_algorithms(True)
     else:
         torch.backends.cudnn.benchmark = cfg.cuda.cudnn_benchmark
+        if world.size > 1:  # one GPU per process
+            device = torch.device("cuda", world.local_rank)
+            torch.cuda.set_device(device)
     return device
 
 

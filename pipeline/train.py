@@ -1,7 +1,8 @@
-"""Stage `train`: one model, one MLflow run, the best checkpoint.
+"""Stage `train`: one model, one MLflow run and one best checkpoint per seed.
 
     pipeline train --dataset mnist --model lenet5
-    # writes models/mnist/lenet5.pt and metrics/mnist/curves/lenet5.csv
+    # writes models/mnist/lenet5/seed12.pt and metrics/mnist/curves/lenet5/seed12.csv
+    # (one pair per seed of the `seeds` list)
 
 One loop for every model of the registry (torch modules and the NumPy CNN, through
 `pipeline.learners`). Early stopping watches validation accuracy; the test set is
@@ -16,7 +17,7 @@ import time
 
 import torch
 
-from pipeline import paths, runtime, tracking
+from pipeline import distributed, paths, resume, runtime, tracking
 from pipeline.atomic import atomic_path, write_csv
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
@@ -29,66 +30,122 @@ log = logging.getLogger(__name__)
 CURVE_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
-def main(params: Params, dataset: str, model_name: str) -> dict:
-    cfg = params.train_config(dataset, model_name)
-    device = runtime.setup(params.runtime)
-    spec = get_model_spec(model_name)
-    learner = build_learner(model_name, dataset, cfg, device, params.runtime.seed, params.runtime.cuda)
-    data = subset_splits(load_prepared(dataset), cfg, params.runtime.seed)
-    generator = torch.Generator().manual_seed(params.runtime.seed)
+def main(params: Params, dataset: str, model_name: str) -> list[dict]:
+    """Trains the model once per seed; returns the checkpoints in seed order."""
+    tracking.check_store()  # an unreachable store fails now, not after the first epoch
+    seeds = params.seeds_for(dataset, model_name)
+    # A stale seed's files (from a longer seeds list) must not outlive it: the evaluate stage
+    # reads every checkpoint in the folder's listing against the seeds it expects.
+    distributed.check(params, dataset, model_name)
+    with distributed.session(params.runtime.distributed, params.runtime.device) as world:
+        for directory in (paths.checkpoint_dir(dataset, model_name), paths.curves_dir(dataset, model_name)):
+            for stale in directory.glob("seed*.*"):
+                if world.is_main and stale.stem.removeprefix("seed") not in {str(s) for s in seeds}:
+                    stale.unlink()
+        return [train_seed(params, dataset, model_name, seed, world) for seed in seeds]
 
-    run_params = {**dataclasses.asdict(cfg), "seed": params.runtime.seed, "device": device.type,
+
+def train_seed(params: Params, dataset: str, model_name: str, seed: int,
+               world: runtime.World = runtime.World()) -> dict:
+    """One training run: seeded weights, shuffling and subsets; its own MLflow run. Goes on from
+    the resume file an interrupted run left (pipeline.resume), if its settings match.
+
+    In a multi-process run (`world`) every rank trains its shard; rank 0 alone writes files
+    and talks to MLflow.
+    """
+    cfg = params.train_config(dataset, model_name)
+    device = runtime.setup(params.runtime, seed, world)
+    spec = get_model_spec(model_name)
+    learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime.cuda, world)
+    data = subset_splits(load_prepared(dataset), cfg, seed)
+    generator = torch.Generator().manual_seed(seed)
+    resume_file = resume.ResumeFile(dataset, model_name, seed, resume.fingerprint(
+        cfg, seed, data["data_version"], {"device": device.type, "nproc": world.size,
+                                          "cuda": dataclasses.asdict(params.runtime.cuda)}), world)
+    progress = resume_file.load(learner, generator) or {
+        "epoch": 0, "history": [], "best": {"val_accuracy": -1.0, "epoch": 0, "state": None},
+        "run_id": None, "seconds": 0.0}
+
+    run_params = {**dataclasses.asdict(cfg), "seed": seed, "device": device.type,
                   "threads": torch.get_num_threads(), "params": learner.num_params,
                   "input_size": cfg.input_size or spec.input_size, "source": spec.source,
                   "framework": spec.framework, "cuda": dataclasses.asdict(params.runtime.cuda),
-                  "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
-    run_id = tracking.start_training_run(dataset, model_name, run_params,
-                                         {"data_version": data["data_version"]})
-    log.info("%s/%s: %d params on %s, MLflow run %s", dataset, model_name,
+                  "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
+    run_id = _open_run(dataset, model_name, run_params, {"data_version": data["data_version"],
+                                                         "seed": str(seed)}, progress) if world.is_main else None
+    log.info("%s/%s seed %d: %d params on %s, MLflow run %s", dataset, model_name, seed,
              run_params["params"], device, run_id)
-    history: list[dict] = []
-    best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
-    start = time.perf_counter()
+    history, best = progress["history"], progress["best"]
+    start = time.perf_counter() - progress["seconds"]
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(progress["epoch"] + 1, cfg.epochs + 1):
+            if cfg.patience and epoch - 1 - best["epoch"] >= cfg.patience:
+                log.info("%s: early stop, no val improvement for %d epochs", model_name, cfg.patience)
+                break
             t0 = time.perf_counter()
             learner.begin_epoch(epoch)
             train_loss, train_acc = learner.train_epoch(
                 data["train_x"], data["train_y"], generator, desc=f"{model_name} epoch {epoch}/{cfg.epochs}")
             val_logits = learner.logits(data["val_x"], params.runtime.eval_batch_size)
-            val_loss, val_acc = loss_and_accuracy(val_logits, data["val_y"])
+            val_loss, val_acc = distributed.from_main(world, *loss_and_accuracy(val_logits, data["val_y"]))
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
             history.append(row)
-            tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, epoch)
-            log.info("%s epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
-                     model_name, epoch, train_loss, train_acc, val_loss, val_acc, row["seconds"])
             if val_acc > best["val_accuracy"]:
                 best = {"val_accuracy": val_acc, "epoch": epoch, "state": learner.state_dict()}
-            elif cfg.patience and epoch - best["epoch"] >= cfg.patience:
-                log.info("%s: early stop, no val improvement for %d epochs", model_name, cfg.patience)
-                break
+            # Saved before MLflow hears of the epoch: a run killed in between logs it on resume.
+            resume_file.save(learner, generator, {"epoch": epoch, "history": history, "best": best,
+                                                  "run_id": run_id, "seconds": time.perf_counter() - start})
+            if world.is_main:
+                _log_row(row)
+            log.info("%s epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
+                     model_name, epoch, train_loss, train_acc, val_loss, val_acc, row["seconds"])
         train_seconds = time.perf_counter() - start
         learner.load_state_dict(best["state"])  # restore the best weights
         checkpoint = {
             "model": model_name, "dataset": dataset, "state_dict": best["state"],
             "best_epoch": best["epoch"], "epochs_run": len(history), "train_seconds": train_seconds,
             "best_val_accuracy": best["val_accuracy"], "mlflow_run_id": run_id,
-            "data_version": data["data_version"],
+            "data_version": data["data_version"], "seed": seed,
         }
-        tracking.log_epoch({"best_epoch": best["epoch"], "train_seconds": train_seconds}, len(history))
-        with atomic_path(paths.checkpoint_file(dataset, model_name)) as tmp:
-            torch.save(checkpoint, tmp)
-        write_csv(paths.curves_file(dataset, model_name),
-                  [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history],
-                  CURVE_FIELDS)
+        if world.is_main:
+            _write_outputs(dataset, model_name, seed, checkpoint, history)
+        resume_file.remove()  # only now: a run killed before its outputs were written resumes
     except BaseException:
-        tracking.end_run("FAILED")
+        if world.is_main:
+            tracking.end_run("FAILED")
         raise
-    tracking.end_run()
-    log.info("%s: best epoch %d (val acc %.4f), %.1fs", model_name, best["epoch"],
+    if world.is_main:
+        tracking.end_run()
+    log.info("%s seed %d: best epoch %d (val acc %.4f), %.1fs", model_name, seed, best["epoch"],
              best["val_accuracy"], train_seconds)
     return checkpoint
+
+
+def _open_run(dataset: str, model_name: str, run_params: dict, tags: dict, progress: dict) -> str:
+    """A new MLflow run, or the interrupted run's own when resuming (left active either way)."""
+    if progress["run_id"] is None:
+        return tracking.start_training_run(dataset, model_name, run_params, tags)
+    logged = resume.reopen_run(progress["run_id"])
+    for row in progress["history"]:
+        if row["epoch"] not in logged:  # saved in the resume file, killed before MLflow had it
+            _log_row(row)
+    return progress["run_id"]
+
+
+def _log_row(row: dict) -> None:
+    tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+
+
+def _write_outputs(dataset: str, model_name: str, seed: int, checkpoint: dict, history: list[dict]) -> None:
+    """The stage's outputs (best checkpoint, curves), and the run's summary metrics."""
+    tracking.log_epoch({"best_epoch": checkpoint["best_epoch"], "train_seconds": checkpoint["train_seconds"]},
+                       len(history))
+    with atomic_path(paths.checkpoint_file(dataset, model_name, seed)) as tmp:
+        torch.save(checkpoint, tmp)
+    write_csv(paths.curves_file(dataset, model_name, seed),
+              [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history],
+              CURVE_FIELDS)
 
 
 def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
@@ -101,7 +158,7 @@ def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
     return data
 
 
-def read_curves(dataset: str, model_name: str) -> list[dict]:
-    with paths.curves_file(dataset, model_name).open() as f:
+def read_curves(dataset: str, model_name: str, seed: int) -> list[dict]:
+    with paths.curves_file(dataset, model_name, seed).open() as f:
         return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
                 for row in csv.DictReader(f)]

@@ -138,3 +138,26 @@ def test_a_model_on_a_dataset_it_does_not_serve_is_refused():
     raw = real_params_dict()
     raw["train"]["crack"]["tiny_resnet"] = raw["train"]["mnist"]["tiny_resnet"]
     assert parse_params(raw).train_config("crack", "tiny_resnet").schedule == "onecycle"
+
+
+@pytest.mark.parametrize("where,bad", [
+    ("top", []), ("top", [12, 12]), ("top", [-1]), ("top", "12"), ("top", [1.5]),
+    ("model", []), ("model", [3, 3]),
+])
+def test_bad_seed_lists_are_rejected(where, bad):
+    raw = real_params_dict()
+    if where == "top":
+        raw["seeds"], key = bad, "seeds"
+    else:
+        raw["train"]["mnist"]["cnn1"]["seeds"], key = bad, "train.mnist.cnn1.seeds"
+    msg = _error(raw)
+    assert key in msg and ("list" in msg or "integer" in msg)
+
+
+def test_a_models_own_seeds_replace_the_top_level_list():
+    raw = real_params_dict()
+    raw["seeds"] = [1, 2, 3]
+    raw["train"]["mnist"]["cnn1"]["seeds"] = [7]
+    params = parse_params(raw)
+    assert params.seeds_for("mnist", "cnn1") == (7,)
+    assert params.seeds_for("mnist", "lenet5") == (1, 2, 3)

@@ -17,7 +17,7 @@ from tests.conftest import shrunk_params
 
 def test_crack_cnn_trains_and_reports_binary_metrics(workspace, mlflow_uri):
     params = shrunk_params(crack_models=["crack_cnn"], epochs=3)
-    checkpoint = train.main(params, "crack", "crack_cnn")
+    (checkpoint,) = train.main(params, "crack", "crack_cnn")
     metrics = evaluate.main(params, "crack", "crack_cnn")
     assert json.loads(paths.metrics_file("crack", "crack_cnn").read_text()) == metrics
     assert {"test_accuracy", "test_loss", "params", "best_epoch", "train_seconds", "test_precision",
@@ -30,7 +30,7 @@ def test_crack_cnn_trains_and_reports_binary_metrics(workspace, mlflow_uri):
     # The threshold is the validation split's best, and test accuracy is scored at it.
     data = load_prepared("crack")
     learner = build_learner("crack_cnn", "crack", params.train_config("crack", "crack_cnn"),
-                            torch.device("cpu"), params.runtime.seed)
+                            torch.device("cpu"), params.seeds[0])
     learner.load_state_dict(checkpoint["state_dict"])
     from pipeline.binary import choose_threshold
 
@@ -67,10 +67,10 @@ def test_progressive_trains_the_head_then_everything(workspace, mlflow_uri):
     assert all(p.requires_grad for p in learner.model.parameters())
     assert learner.optimizer.param_groups[0]["lr"] == cfg.unfrozen_lr
 
-    checkpoint = train.main(params, "crack", "resnet18_progressive")
+    (checkpoint,) = train.main(params, "crack", "resnet18_progressive")
     run = mlflow.MlflowClient(mlflow_uri).get_run(checkpoint["mlflow_run_id"])
     assert run.data.params["pretrained"] == "False" and run.data.params["head_epochs"] == "1"
-    assert [r["epoch"] for r in read_curves("crack", "resnet18_progressive")] == [1, 2]
+    assert [r["epoch"] for r in read_curves("crack", "resnet18_progressive", 12)] == [1, 2]
 
 
 def test_transfer_settings_are_checked_before_training(workspace, mlflow_uri):

@@ -169,7 +169,7 @@ def test_flops_are_counted_from_the_model():
 def test_subset_training_through_the_stages(workspace, mlflow_uri):
     params = shrunk_params(models=["tiny_vgg"], epochs=2, train={"mnist": {"tiny_vgg": {
         "train_subset": 300, "val_subset": 200, "schedule": "onecycle", "augment": True}}})
-    checkpoint = train.main(params, "mnist", "tiny_vgg")
+    (checkpoint,) = train.main(params, "mnist", "tiny_vgg")
     metrics = evaluate.main(params, "mnist", "tiny_vgg")
     run = mlflow.MlflowClient(mlflow_uri).get_run(checkpoint["mlflow_run_id"])
     assert run.data.params["train_size"] == "300" and run.data.params["val_size"] == "200"
@@ -181,7 +181,7 @@ def test_subset_training_through_the_stages(workspace, mlflow_uri):
     assert json.loads(paths.metrics_file("mnist", "tiny_vgg").read_text()) == metrics
     # The subset is stratified: each digit keeps its share of the training split.
     prepared = torch.load(paths.prepared_file("mnist"), weights_only=True)
-    data = train.subset_splits(prepared, params.train_config("mnist", "tiny_vgg"), params.runtime.seed)
+    data = train.subset_splits(prepared, params.train_config("mnist", "tiny_vgg"), params.seeds[0])
     share = torch.bincount(prepared["train_y"]) * 300 / len(prepared["train_y"])
     assert (torch.bincount(data["train_y"]) - share).abs().max() <= 1
 
@@ -191,8 +191,8 @@ def test_report_layer_table_follows_the_trained_input_and_dataset():
     from pipeline.results import ModelResult
 
     def rows(name, dataset, **cfg):
-        result = ModelResult(name, dataset, get_model_spec(name), _cfg(**cfg), runs=[{}], per_class={},
-                             curves=[], predictions=[], mlflow_run_id="")
+        result = ModelResult(name, dataset, get_model_spec(name), _cfg(**cfg), metrics={}, runs=[{}],
+                             per_class={}, curves=[], predictions=[])
         return layer_rows(result)
 
     vgg = rows("vgg16", "mnist", input_size=64)

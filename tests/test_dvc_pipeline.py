@@ -17,6 +17,8 @@ from tests.conftest import REPO, shrunk_params_dict
 pytestmark = pytest.mark.slow
 MODELS = ["logreg", "keras_cnn2", "keras_cnn3"]
 CRACK_MODELS = ["crack_cnn"]
+CACHED_OUTS = ["data/mnist/raw", "data/mnist/prepared.pt", "data/crack/raw", "data/crack/prepared.pt",
+               "models", "reports"]
 
 
 def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -25,13 +27,26 @@ def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
+def _crack_slice(shared_crack: Path, dest: Path, per_class: int = 200) -> Path:
+    """The first images of each class: the download stage's outputs are what DVC hashes, caches,
+    pushes and pulls, and prepare keeps 400 anyway."""
+    for cls in ("Positive", "Negative"):
+        (dest / cls).mkdir(parents=True)
+        for image in sorted((shared_crack / cls).iterdir())[:per_class]:
+            shutil.copy(image, dest / cls / image.name)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, shared_mnist, shared_crack):
     root = tmp_path_factory.mktemp("repo")
+    crack = _crack_slice(shared_crack, tmp_path_factory.mktemp("crack") / "images")
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     raw = shrunk_params_dict(models=MODELS, epochs=2, train_limit=3000, crack_models=CRACK_MODELS)
+    raw["train"]["mnist"]["logreg"]["seeds"] = [12, 13]  # a model with two seeds through the DAG
+    raw["download"]["crack"]["source"] = str(crack)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -53,7 +68,9 @@ def test_repro_produces_every_declared_output(repo):
     for model in MODELS:
         metrics = json.loads((root / "metrics" / "mnist" / f"{model}.json").read_text())
         assert 0.5 < metrics["test_accuracy"] <= 1.0
-        assert (root / "models" / "mnist" / f"{model}.pt").exists()
+        seeds = [12, 13] if model == "logreg" else [12]
+        assert sorted(p.name for p in (root / "models" / "mnist" / model).iterdir()) == [f"seed{s}.pt" for s in seeds]
+        assert metrics["seeds"] == len(seeds)
     metrics = json.loads((root / "metrics" / "crack" / "crack_cnn.json").read_text())
     assert 0.5 < metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["threshold"] < 1.0
     prepared = json.loads((root / "data" / "crack" / "prepare_report.json").read_text())
@@ -74,7 +91,7 @@ def test_mlflow_holds_one_run_per_model_with_identical_metric_names(repo):
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("mnist")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS)
+    assert sorted(r.data.tags["model"] for r in runs) == sorted(MODELS + ["logreg"])  # logreg: 2 seeds
     names = {frozenset(r.data.metrics) for r in runs}
     assert len(names) == 1
     assert {"test_accuracy", "test_loss", "val_accuracy", "train_loss"} <= set(next(iter(names)))
@@ -97,7 +114,32 @@ def test_second_repro_is_a_no_op(repo):
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == len(MODELS)
+    assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == len(MODELS) + 1
+
+
+def test_a_clone_pulls_every_output_from_the_remote_and_reruns_nothing(repo, tmp_path):
+    """What a second machine does: push to a shared remote (a local folder here, S3 or SSH the
+    same), then with no cache and no outputs, pull instead of recomputing."""
+    root, env, _ = repo
+    remote = tmp_path / "dvc-remote"
+    _sh(["dvc", "remote", "add", "-d", "shared", str(remote)], root, env)
+    try:
+        _sh(["dvc", "push"], root, env)
+        assert any(remote.rglob("*")) and any(p.is_file() for p in remote.rglob("*"))
+        shutil.rmtree(root / ".dvc" / "cache")
+        # The cached outputs only: metrics (cache: false) stay, as git would carry them.
+        for cached_out in CACHED_OUTS:
+            (shutil.rmtree if (root / cached_out).is_dir() else os.remove)(root / cached_out)
+        assert json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)  # the loss is seen
+
+        _sh(["dvc", "pull"], root, env)
+        assert json.loads(_sh(["dvc", "status", "--json"], root, env).stdout) == {}
+        assert (root / "models" / "mnist" / "logreg" / "seed13.pt").stat().st_size > 0
+        assert (root / "reports" / "index.html").stat().st_size > 0
+        again = _sh(["dvc", "repro"], root, env)
+        assert "Running stage" not in again.stdout and "up to date" in again.stdout
+    finally:
+        _sh(["dvc", "remote", "remove", "shared"], root, env)
 
 
 def test_changing_one_model_reruns_only_that_model_and_the_report(repo):
@@ -107,4 +149,4 @@ def test_changing_one_model_reruns_only_that_model_and_the_report(repo):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)
     # Neither the download, the split nor the other models' stages are touched.
-    assert sorted(status) == ["report", "train_mnist@logreg"]
+    assert sorted(status) == ["evaluate_mnist@logreg", "report", "train_mnist@logreg"]

@@ -317,14 +317,14 @@ def test_same_seed_same_weights(mnist_arrays):
 
 def test_trains_and_evaluates_through_the_stages(workspace, mlflow_uri):
     params = shrunk_params(models=["numpy_cnn"], epochs=2)
-    checkpoint = train.main(params, "mnist", "numpy_cnn")
+    (checkpoint,) = train.main(params, "mnist", "numpy_cnn")
     metrics = evaluate.main(params, "mnist", "numpy_cnn")
     assert metrics["params"] == 1979 and metrics["epochs_run"] == 2
     # 1,800 images, per-sample SGD, 2 epochs: measured 0.8730; floor just below.
     assert metrics["test_accuracy"] > 0.865
 
     # The checkpoint loads safely and holds the weights that scored these metrics.
-    saved = torch.load(paths.checkpoint_file("mnist", "numpy_cnn"), weights_only=True)
+    saved = torch.load(paths.checkpoint_file("mnist", "numpy_cnn", 12), weights_only=True)
     model = NumpyCNN()
     model.load_state_dict({k: v.numpy() for k, v in saved["state_dict"].items()})
     data = load_prepared("mnist")

@@ -15,7 +15,7 @@ def _result(name: str, wrong: set[int], params: int) -> ModelResult:
     predictions = [{"actual": "0", "predicted": "1" if i in wrong else "0"} for i in range(N)]
     metrics = {"test_accuracy": 1 - len(wrong) / N, "test_loss": 0.1, "params": params}
     return ModelResult(name, "mnist", get_model_spec(name), shrunk_params().train_config("mnist", name),
-                       [metrics], {}, [], predictions, "run-" + name)
+                       metrics, [{**metrics, "seed": 12, "mlflow_run_id": "run-" + name}], {}, [], predictions)
 
 
 def test_the_cheapest_model_statistically_tied_with_the_best_is_recommended():

@@ -28,7 +28,9 @@ CRACK_MODELS = ["crack_cnn"]
 
 
 def _params(**kwargs):
-    return shrunk_params(models=MNIST_MODELS, crack_models=CRACK_MODELS, **kwargs)
+    # logreg trains with two seeds: the table's mean ± spread and a run per seed.
+    return shrunk_params(models=MNIST_MODELS, crack_models=CRACK_MODELS,
+                         train={"mnist": {"logreg": {"seeds": [12, 13]}}}, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,19 @@ def test_tables_statistics_and_verdict_are_computed_from_the_predictions(reporte
     assert re.search(rf"{100 * accuracy:.2f}% \[\d\d\.\d\d, \d\d\.\d\d\]", html)
 
 
+def test_several_seeds_show_their_mean_and_spread(reported):
+    ws, uri, reports = reported
+    runs = json.loads((ws / paths.seed_metrics_file("mnist", "logreg")).read_text())
+    accuracies = [r["test_accuracy"] for r in runs]
+    mean = sum(accuracies) / 2
+    spread = abs(accuracies[0] - accuracies[1]) / 2 ** 0.5
+    assert f"{100 * mean:.2f}% ± {100 * spread:.2f} (2 seeds)" in _html(ws)
+    (section,) = [m for m in reports["mnist"].models if m.result.name == "logreg"]
+    assert section.result.mlflow_run_id == runs[0]["mlflow_run_id"]  # figures: the first seed's
+    client = mlflow.MlflowClient(uri)
+    assert {client.get_run(r["mlflow_run_id"]).data.tags["seed"] for r in runs} == {"12", "13"}
+
+
 def test_every_model_section_holds_its_figures_and_tables(reported):
     ws, _, reports = reported
     sections = {m.result.name: m for r in reports.values() for m in r.models}
@@ -176,7 +191,7 @@ def test_missing_inputs_are_named_before_any_work(reported, monkeypatch):
     monkeypatch.chdir(ws)
     before = (ws / "reports" / "index.html").stat().st_mtime_ns
     params = shrunk_params(models=MNIST_MODELS + ["mlp"], crack_models=CRACK_MODELS)
-    with pytest.raises(FileNotFoundError, match=r"models/mnist/mlp\.pt .*metrics/mnist/mlp\.json"):
+    with pytest.raises(FileNotFoundError, match=r"models/mnist/mlp/seed12\.pt .*metrics/mnist/mlp\.json"):
         report.main(params)
     assert (ws / "reports" / "index.html").stat().st_mtime_ns == before
 
@@ -202,11 +217,11 @@ def test_older_metrics_without_flops_or_latency_show_a_dash(reported):
     result = reports["mnist"].results[0]
     old = {k: v for k, v in result.metrics.items()
            if k not in ("flops_per_image", "latency_ms_batch1", "latency_ms_batch256", "train_seconds_per_epoch")}
-    cells = {title: cell(dataclasses.replace(result, runs=[old])) for title, cell in columns(binary=False)}
+    cells = {title: cell(dataclasses.replace(result, metrics=old)) for title, cell in columns(binary=False)}
     assert cells["FLOPs / image"] == "–" and cells["latency ms/image (batch 1 / 256)"] == "–"
     assert cells["train time"].endswith(" s")
     # Cost then falls back to parameters for the recommendation.
-    assert recommend([dataclasses.replace(r, runs=[old]) for r in reports["mnist"].results]).measure == "params"
+    assert recommend([dataclasses.replace(r, metrics=old) for r in reports["mnist"].results]).measure == "params"
 
 
 def test_dvc_plots_show_draws_the_curves_and_the_source_comparisons(reported):
@@ -223,5 +238,5 @@ def test_dvc_plots_show_draws_the_curves_and_the_source_comparisons(reported):
     data = json.loads(shown.stdout)["data"]
     assert "lab-C logistic regression against CNNs, validation accuracy" in data
     for model in MNIST_MODELS:
-        assert f"metrics/mnist/curves/{model}.csv" in data
+        assert f"metrics/mnist/curves/{model}/seed12.csv" in data
     assert "metrics/crack/roc/crack_cnn.csv" in data

@@ -14,7 +14,7 @@ from tests.conftest import shrunk_params
 
 def _run(model: str, **overrides):
     params = shrunk_params(models=[model], **overrides)
-    checkpoint = train.main(params, "mnist", model)
+    (checkpoint,) = train.main(params, "mnist", model)
     metrics = evaluate.main(params, "mnist", model)
     return checkpoint, metrics
 
@@ -37,7 +37,7 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "learning_curves.png", "cnn1.json"} <= artifacts
+    assert {"confusion_matrix.png", "learning_curves.png", "per_class.json"} <= artifacts
     # The logged model loads back and classifies like the checkpoint.
     model_uri = f"runs:/{run.info.run_id}/model"
     loaded = mlflow.pytorch.load_model(model_uri)
@@ -49,12 +49,12 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
 
 def test_same_params_give_identical_metrics_on_cpu(workspace, mlflow_uri):
     _, first = _run("lenet5", epochs=2)
-    curves_first = read_curves("mnist", "lenet5")
+    curves_first = read_curves("mnist", "lenet5", 12)
     _, second = _run("lenet5", epochs=2)
     drop = ("train_seconds", "train_seconds_per_epoch", "latency_ms_batch1", "latency_ms_batch256")
     assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    assert strip(curves_first) == strip(read_curves("mnist", "lenet5"))
+    assert strip(curves_first) == strip(read_curves("mnist", "lenet5", 12))
 
 
 def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
@@ -62,8 +62,8 @@ def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
     # usually not the last: the saved weights must be the best epoch's, not the last's.
     params = shrunk_params(models=["logreg"], epochs=5,
                            train={"mnist": {"logreg": {"lr": 0.5, "momentum": 0.9}}})
-    checkpoint = train.main(params, "mnist", "logreg")
-    curves = read_curves("mnist", "logreg")
+    (checkpoint,) = train.main(params, "mnist", "logreg")
+    curves = read_curves("mnist", "logreg", 12)
     best = max(curves, key=lambda r: r["val_accuracy"])
     assert checkpoint["best_epoch"] == best["epoch"]
 
@@ -72,7 +72,7 @@ def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
     from pipeline.models import create_model
     from pipeline.prepare import load_prepared
 
-    saved = torch.load(paths.checkpoint_file("mnist", "logreg"), weights_only=True)
+    saved = torch.load(paths.checkpoint_file("mnist", "logreg", 12), weights_only=True)
     model = create_model("logreg")
     model.load_state_dict(saved["state_dict"])
     data = load_prepared("mnist")
@@ -85,6 +85,36 @@ def test_early_stopping_stops_after_patience(workspace, mlflow_uri):
     # A learning rate this small cannot improve validation accuracy for long: stops early.
     params = shrunk_params(models=["logreg"], epochs=30,
                            train={"mnist": {"logreg": {"lr": 1e-7, "patience": 2}}})
-    checkpoint = train.main(params, "mnist", "logreg")
+    (checkpoint,) = train.main(params, "mnist", "logreg")
     assert checkpoint["epochs_run"] < 30
     assert checkpoint["epochs_run"] - checkpoint["best_epoch"] == 2
+
+
+def test_each_seed_is_its_own_run_and_the_metrics_are_their_mean(workspace, mlflow_uri):
+    params = shrunk_params(models=["logreg"], train={"mnist": {"logreg": {"seeds": [12, 13]}}})
+    checkpoints = train.main(params, "mnist", "logreg")
+    summary = evaluate.main(params, "mnist", "logreg")
+    assert [c["seed"] for c in checkpoints] == [12, 13]
+    assert all(paths.checkpoint_file("mnist", "logreg", s).exists() for s in (12, 13))
+    # Different seeds: different initial weights and shuffling, so different weights.
+    assert not torch.equal(checkpoints[0]["state_dict"]["1.weight"], checkpoints[1]["state_dict"]["1.weight"])
+
+    runs = json.loads(paths.seed_metrics_file("mnist", "logreg").read_text())
+    assert [r["seed"] for r in runs] == [12, 13]
+    accuracies = [r["test_accuracy"] for r in runs]
+    assert summary["test_accuracy"] == pytest.approx(sum(accuracies) / 2)
+    assert summary["test_accuracy_std"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2 ** 0.5)
+    assert summary["seeds"] == 2 and summary["params"] == 7_850
+
+    client = mlflow.MlflowClient(mlflow_uri)
+    for run, checkpoint in zip(runs, checkpoints):
+        assert run["mlflow_run_id"] == checkpoint["mlflow_run_id"]
+        logged = client.get_run(run["mlflow_run_id"])
+        assert logged.data.tags["seed"] == str(run["seed"]) and logged.data.params["seed"] == str(run["seed"])
+        assert logged.data.metrics["test_accuracy"] == pytest.approx(run["test_accuracy"])
+
+    # One seed fewer: the dropped seed's files go, so nothing stale is read as current.
+    params = shrunk_params(models=["logreg"], train={"mnist": {"logreg": {"seeds": [12]}}})
+    train.main(params, "mnist", "logreg")
+    assert not paths.checkpoint_file("mnist", "logreg", 13).exists()
+    assert not paths.curves_file("mnist", "logreg", 13).exists()
