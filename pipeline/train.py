@@ -34,10 +34,10 @@ def main(params: Params, dataset: str, model_name: str) -> list[dict]:
     """Trains the model once per seed; returns the checkpoints in seed order."""
     tracking.check_store()  # an unreachable store fails now, not after the first epoch
     seeds = params.seeds_for(dataset, model_name)
-    # A stale seed's files (from a longer seeds list) must not outlive it: the evaluate stage
-    # reads every checkpoint in the folder's listing against the seeds it expects.
     distributed.check(params, dataset, model_name)
     with distributed.session(params.runtime.distributed, params.runtime.device) as world:
+        # A stale seed's files (from a longer seeds list) must not outlive it, to be read as
+        # current by someone listing the folder.
         for directory in (paths.checkpoint_dir(dataset, model_name), paths.curves_dir(dataset, model_name)):
             for stale in directory.glob("seed*.*"):
                 if world.is_main and stale.stem.removeprefix("seed") not in {str(s) for s in seeds}:
