@@ -81,7 +81,7 @@ def main() -> None:
         for recipe in args.recipes:
             cfg = TrainConfig(**{**BASE, **RECIPES[recipe]}, epochs=args.epochs, input_size=args.input_size)
             runtime.setup(params.runtime, seed)  # same seed, same initial weights for every recipe
-            learner = build_learner(model, "mnist", cfg, device, seed, params.runtime.cuda)
+            learner = build_learner(model, "mnist", cfg, device, seed, params.runtime)
             generator = torch.Generator().manual_seed(seed)
             accuracies, seconds = [], []
             for epoch in range(1, args.epochs + 1):

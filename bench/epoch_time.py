@@ -9,8 +9,9 @@ the same torch thread count:
 
 - reference: the course's loop, torchvision's `MNIST` dataset with per-sample `ToTensor` and
   `Normalize` through a shuffling `DataLoader` (num_workers 0);
-- ours: `pipeline.learners.TorchLearner.train_epoch`, what `pipeline train` runs (uint8 tensors
-  in memory, normalised a batch at a time, progress bar, no per-batch sync);
+- ours: `pipeline.learners.TorchLearner.train_epoch`, what `pipeline train` runs (the set
+  normalised once per run, timed apart as it is paid once, not per epoch; progress bar; per-batch
+  loss and predictions kept on the device);
 - bare: forward, backward and step on batches gathered from the whole training set already
   normalised in memory (no dataset, no progress bar, no bookkeeping): the limit of this model
   on this machine.
@@ -78,12 +79,15 @@ def reference_epoch(model_name, cfg, root, seed) -> float:
     return time.perf_counter() - t0
 
 
-def our_epoch(model_name, cfg, images, labels, seed) -> float:
+def our_epoch(model_name, cfg, images, labels, seed) -> tuple[float, float]:
+    """(seconds to normalise the set, once per run; seconds of one epoch)."""
     learner = build_learner(model_name, "mnist", cfg, torch.device("cpu"), seed)
     generator = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    learner.prepared_inputs(images)
+    t1 = time.perf_counter()
     learner.train_epoch(images, labels, generator, desc=f"{model_name} (ours)")
-    return time.perf_counter() - t0
+    return t1 - t0, time.perf_counter() - t1
 
 
 def bare_epoch(model_name, cfg, inputs, labels, seed) -> float:
@@ -127,10 +131,12 @@ def main() -> None:
         for name in args.models:
             cfg = params.train_config("mnist", name)
             inputs = InputPreset("mnist", get_model_spec(name).input_size)(images)
-            times = {"reference": [], "ours": [], "bare": []}
+            times = {"reference": [], "ours": [], "bare": [], "prep": []}
             for r in range(args.repeats):
                 times["reference"].append(reference_epoch(name, cfg, root, seed))
-                times["ours"].append(our_epoch(name, cfg, images, labels, seed))
+                prep, epoch = our_epoch(name, cfg, images, labels, seed)
+                times["ours"].append(epoch)
+                times["prep"].append(prep)
                 times["bare"].append(bare_epoch(name, cfg, inputs, labels, seed))
                 print(f"{name} repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()))
             speedup = [a / b for a, b in zip(times["reference"], times["ours"])]
@@ -140,11 +146,12 @@ def main() -> None:
     print(f"\n60,000 images per epoch, {torch.get_num_threads()} torch threads; min / median / max over "
           f"{args.repeats} repeats\n")
     print("| model | batch | reference epoch (s) | ours (s) | bare (s) | ours vs reference | "
-          "ours over bare |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+          "ours over bare | ours: normalising the set, once per run (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, batch, times, speedup, overhead in rows:
         print(f"| {name} | {batch} | {spread(times['reference'], '.2f')} | {spread(times['ours'], '.2f')} | "
-              f"{spread(times['bare'], '.2f')} | {spread(speedup, '.1f')}x | {spread(overhead, '+.1f')}% |")
+              f"{spread(times['bare'], '.2f')} | {spread(speedup, '.1f')}x | {spread(overhead, '+.1f')}% | "
+              f"{spread(times['prep'], '.2f')} |")
 
 
 if __name__ == "__main__":

@@ -144,7 +144,6 @@ class TrainConfig:
 class CudaConfig:
     """Speed switches that act on CUDA only; on a CPU the same code runs with each one a no-op."""
     amp: bool = True  # autocast to bfloat16 (float16 + GradScaler where bf16 is missing)
-    channels_last: bool = True  # NHWC model and inputs: the layout tensor cores want
     cudnn_benchmark: bool = True  # let cuDNN time its algorithms for each input shape
     pin_memory: bool = True  # page-locked host batches, so copies can overlap compute
     non_blocking: bool = True  # asynchronous host-to-device copies
@@ -168,6 +167,9 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # 0: one per core (shared out among the processes of a distributed run)
     eval_batch_size: int = 1000  # lab-A's test batch
+    # NHWC model and inputs on every device: what tensor cores want, and on a CPU (oneDNN) up to
+    # 30% faster training and 2x faster evaluation of the conv models (bench/cpu_speedups.py).
+    channels_last: bool = True
     cuda: CudaConfig = field(default_factory=CudaConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 

@@ -52,7 +52,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     data = load_prepared(dataset)
     runs, cost = [], None
     for seed, checkpoint in zip(seeds, checkpoints):
-        learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime.cuda)
+        learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
         # Every seed builds the same network: its cost is measured once.

@@ -15,21 +15,28 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import distributed
-from pipeline.config import ConfigError, CudaConfig, TrainConfig
+from pipeline.config import ConfigError, RuntimeConfig, TrainConfig
 from pipeline.data.presets import InputPreset
 from pipeline.inference import loss_fn, predict_logits, predicted_classes
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import DATASET_INPUTS, ModelSpec
 from pipeline.runtime import World, accelerator
 
+# The training set normalised once per run, instead of once per batch per epoch, when the inputs
+# are the same every epoch (no augmentation) and fit in this many bytes (MNIST at 32x32: 221 MB).
+# Per batch it cost logreg about 20% of its epoch (BENCHMARKS.md, "MNIST epoch time").
+PREPARED_SET_BYTES = 1 << 30
+PREPARE_CHUNK = 4096  # images normalised at a time: the peak stays near the result's own size
+
 
 def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int,
-                  cuda: CudaConfig | None = None, world: World = World()):
-    """`world`: this process's rank among those of a data-parallel run (torch models only)."""
+                  runtime: RuntimeConfig | None = None, world: World = World()):
+    """`runtime`: the device speed-ups (None: none of them); `world`: this process's rank among
+    those of a data-parallel run (torch models only)."""
     spec = get_model_spec(model_name)
     if spec.framework == "numpy":
         return NumpyLearner(spec, dataset, cfg, seed)
-    return TorchLearner(spec, dataset, cfg, device, cuda, world)
+    return TorchLearner(spec, dataset, cfg, device, runtime, world)
 
 
 def build_optimizer(parameters, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -69,9 +76,9 @@ def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, 
 
 class TorchLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device,
-                 cuda: CudaConfig | None = None, world: World = World()) -> None:
+                 runtime: RuntimeConfig | None = None, world: World = World()) -> None:
         self.name, self.cfg, self.device, self.world = spec.name, cfg, device, world
-        self.accel = accelerator(device, cuda)
+        self.accel = accelerator(device, runtime)
         key = f"train.{dataset}.{spec.name}"
         accepts_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
         if cfg.pretrained and not accepts_pretrained:
@@ -105,6 +112,8 @@ class TorchLearner:
         self.steps_per_epoch: int | None = None
         self.scaler = self.accel.grad_scaler()
         self.train_model: nn.Module | None = None  # self.model, or DDP around it; made on first use
+        self.prepared_budget = PREPARED_SET_BYTES  # 0: normalise every batch
+        self._prepared: tuple[torch.Tensor, torch.Tensor] | None = None  # (uint8 set, its inputs)
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
@@ -144,12 +153,17 @@ class TorchLearner:
         if self.train_model is None:
             self.train_model = distributed.wrap(model, self.world, device)
         accel = self.accel
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.long, device=device)
+        inputs = self.prepared_inputs(images)
+        # Per-batch losses and logits are only kept (detached) and reduced once after the epoch:
+        # no per-batch sync with .item(), and no per-batch ops for the running sums, which cost
+        # logreg 9% of its epoch.
+        batch_losses, batch_logits = [], []
         for start in _progress(batches, desc):
             idx = order[start:start + batch_size]
-            # uint8 to the device, then normalised (and augmented) there.
-            x = accel.model_input(self.train_preset(accel.to_device(images[idx])))
+            if inputs is not None:
+                x = accel.model_input(inputs[idx.to(inputs.device)])
+            else:  # uint8 to the device, then normalised (and augmented) there
+                x = accel.model_input(self.train_preset(accel.to_device(images[idx])))
             y = accel.to_device(labels[idx])
             with accel.autocast():
                 logits = self.train_model(x)
@@ -160,12 +174,30 @@ class TorchLearner:
             self.scaler.update()
             if self.scheduler is not None:
                 self.scheduler.step()
-            # Accumulated on the device: no per-batch sync with .item().
-            total_loss += loss.detach() * len(idx)
-            correct += (predicted_classes(logits) == y).sum()
+            batch_losses.append(loss.detach())
+            batch_logits.append(logits.detach())
+        sizes = torch.diff(torch.tensor([*batches, len(order)])).to(device)
+        total_loss = (torch.stack(batch_losses) * sizes).sum()
+        correct = (predicted_classes(torch.cat(batch_logits)) == accel.to_device(labels[order])).sum()
         total_loss, correct = distributed.sum_over_ranks(self.world, total_loss, correct)
         n = len(order) * self.world.size
         return total_loss.item() / n, correct.item() / n
+
+    def prepared_inputs(self, images: torch.Tensor) -> torch.Tensor | None:
+        """`images` as model inputs on the device, normalised once and kept for the next epochs;
+        None where each epoch must draw new inputs (augmentation) or the set is too large."""
+        if self.train_preset is not self.preset:
+            return None
+        if self._prepared is None or self._prepared[0] is not images:
+            nbytes = len(images) * int(np.prod(self.input_shape)) * 4
+            if nbytes > self.prepared_budget:
+                return None
+            inputs = torch.empty((len(images), *self.input_shape), device=self.device)
+            for start in range(0, len(images), PREPARE_CHUNK):
+                chunk = self.accel.to_device(images[start:start + PREPARE_CHUNK])
+                inputs[start:start + len(chunk)] = self.preset(chunk)
+            self._prepared = (images, inputs)
+        return self._prepared[1]
 
     def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         return predict_logits(self.model, images, self.preset, batch_size, self.accel)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.config import CudaConfig, RuntimeConfig
+from pipeline.config import RuntimeConfig
 
 
 @dataclass(frozen=True)
@@ -93,11 +93,15 @@ class Accel:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
 
-def accelerator(device: torch.device, cfg: CudaConfig | None = None) -> Accel:
-    """The CUDA speed-ups runtime.cuda switches on, for `device` (none of them on a CPU)."""
-    if device.type != "cuda" or cfg is None:
+def accelerator(device: torch.device, cfg: RuntimeConfig | None = None) -> Accel:
+    """The speed-ups `cfg` switches on, for `device`: channels-last on any device, the
+    runtime.cuda ones on CUDA only. None: plain float32, contiguous (NCHW), synchronous."""
+    if cfg is None:
         return Accel(device)
+    if device.type != "cuda":
+        return Accel(device, channels_last=cfg.channels_last)
+    cuda = cfg.cuda
     amp = None
-    if cfg.amp:
+    if cuda.amp:
         amp = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return Accel(device, amp, cfg.channels_last, cfg.pin_memory, cfg.non_blocking)
+    return Accel(device, amp, cfg.channels_last, cuda.pin_memory, cuda.non_blocking)

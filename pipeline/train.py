@@ -56,11 +56,12 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     cfg = params.train_config(dataset, model_name)
     device = runtime.setup(params.runtime, seed, world)
     spec = get_model_spec(model_name)
-    learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime.cuda, world)
+    learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime, world)
     data = subset_splits(load_prepared(dataset), cfg, seed)
     generator = torch.Generator().manual_seed(seed)
     resume_file = resume.ResumeFile(dataset, model_name, seed, resume.fingerprint(
         cfg, seed, data["data_version"], {"device": device.type, "nproc": world.size,
+                                          "channels_last": params.runtime.channels_last,
                                           "cuda": dataclasses.asdict(params.runtime.cuda)}), world)
     progress = resume_file.load(learner, generator) or {
         "epoch": 0, "history": [], "best": {"val_accuracy": -1.0, "epoch": 0, "state": None},
@@ -69,7 +70,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     run_params = {**dataclasses.asdict(cfg), "seed": seed, "device": device.type,
                   "threads": torch.get_num_threads(), "params": learner.num_params,
                   "input_size": cfg.input_size or spec.input_size, "source": spec.source,
-                  "framework": spec.framework, "cuda": dataclasses.asdict(params.runtime.cuda),
+                  "framework": spec.framework, "channels_last": params.runtime.channels_last,
+                  "cuda": dataclasses.asdict(params.runtime.cuda),
                   "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
     run_id = _open_run(dataset, model_name, run_params, {"data_version": data["data_version"],
                                                          "seed": str(seed)}, progress) if world.is_main else None

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 import torchvision
 
 from pipeline import evaluate, paths, train
-from pipeline.config import ConfigError, CudaConfig, TrainConfig
+from pipeline.config import ConfigError, RuntimeConfig, TrainConfig
 from pipeline.cost import flops_per_image
+from pipeline.data import mnist
 from pipeline.data.presets import InputPreset
 from pipeline.learners import build_learner
 from pipeline.models import count_params, create_model, get_model_spec
@@ -150,12 +151,19 @@ def test_schedule_and_nesterov_are_validated():
         _cfg(train_subset=10)
 
 
-def test_cuda_switches_are_no_ops_on_a_cpu():
-    accel = accelerator(CPU, CudaConfig())
-    assert (accel.amp_dtype, accel.channels_last, accel.pin_memory, accel.non_blocking) == (None, False, False, False)
-    learner = build_learner("tiny_vgg", "mnist", _cfg(), CPU, 0, CudaConfig())
-    assert learner.model[0][0].weight.is_contiguous()  # not channels-last
+def test_cuda_switches_are_no_ops_on_a_cpu_and_channels_last_is_not(shared_mnist):
+    accel = accelerator(CPU, RuntimeConfig())
+    assert (accel.amp_dtype, accel.pin_memory, accel.non_blocking, accel.channels_last) == (None, False, False, True)
+    torch.manual_seed(0)
+    learner = build_learner("tiny_vgg", "mnist", _cfg(), CPU, 0, RuntimeConfig())
+    assert learner.model[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert not learner.scaler.is_enabled()
+    torch.manual_seed(0)
+    nchw = build_learner("tiny_vgg", "mnist", _cfg(), CPU, 0, RuntimeConfig(channels_last=False))
+    assert nchw.model[0][0].weight.is_contiguous()
+    # Same weights, other memory layout: the same logits up to float rounding.
+    images = mnist.load_split(shared_mnist, "t10k")[0][:64]
+    torch.testing.assert_close(learner.logits(images, 32), nchw.logits(images, 32), rtol=1e-4, atol=1e-4)
 
 
 def test_flops_are_counted_from_the_model():

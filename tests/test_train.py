@@ -1,13 +1,15 @@
 """Real tiny trainings on a real MNIST slice, tracked in a real MLflow store."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import mlflow
 import pytest
 import torch
 
-from pipeline import evaluate, paths, train
+from pipeline import evaluate, learners, paths, train
+from pipeline.data import mnist
 from pipeline.train import read_curves
 from tests.conftest import shrunk_params
 
@@ -118,3 +120,37 @@ def test_each_seed_is_its_own_run_and_the_metrics_are_their_mean(workspace, mlfl
     train.main(params, "mnist", "logreg")
     assert not paths.checkpoint_file("mnist", "logreg", 13).exists()
     assert not paths.curves_file("mnist", "logreg", 13).exists()
+
+
+@pytest.mark.parametrize("budget", [learners.PREPARED_SET_BYTES, 0])
+def test_an_epoch_reports_the_loss_and_accuracy_of_its_batches(shared_mnist, budget):
+    """The set normalised once (budget) or per batch (0): the same training, and the epoch's
+    loss and accuracy are those of a plain loop over the same batches (last one partial)."""
+    images, labels = (t[:1000] for t in mnist.load_split(shared_mnist, "train"))
+    cfg = shrunk_params(models=["lenet5"]).train_config("mnist", "lenet5")
+    cfg = dataclasses.replace(cfg, batch_size=64)
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    learner = learners.build_learner("lenet5", "mnist", cfg, cpu, 0)
+    learner.prepared_budget = budget
+    torch.manual_seed(0)
+    reference = learners.build_learner("lenet5", "mnist", cfg, cpu, 0)  # same initial weights
+
+    loss, accuracy = learner.train_epoch(images, labels, torch.Generator().manual_seed(1), "test")
+    assert (learner.prepared_inputs(images) is not None) == (budget > 0)
+
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
+    total, correct = 0.0, 0
+    for start in range(0, len(order), 64):
+        idx = order[start:start + 64]
+        logits = reference.model(reference.preset(images[idx]))
+        batch_loss = torch.nn.functional.cross_entropy(logits, labels[idx])
+        reference.optimizer.zero_grad()
+        batch_loss.backward()
+        reference.optimizer.step()
+        total += batch_loss.item() * len(idx)
+        correct += (logits.argmax(1) == labels[idx]).sum().item()
+    assert loss == pytest.approx(total / len(images), rel=1e-5)
+    assert accuracy == correct / len(images)
+    for name, weight in reference.state_dict().items():
+        torch.testing.assert_close(learner.state_dict()[name], weight, rtol=0, atol=0)
