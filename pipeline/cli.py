@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
+import time
 from pathlib import Path
 
 from pipeline.config import DATASETS, ConfigError
@@ -100,13 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.models import UnknownModelError
     from pipeline.tracking import TrackingError
 
+    start = time.perf_counter()
     try:
         code = run(args)
     except (ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError) as e:
         # Expected user-facing failures: one clear line, no traceback.
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2
+    _log_usage(args, time.perf_counter() - start)
     return code or 0
+
+
+def _log_usage(args: argparse.Namespace, seconds: float) -> None:
+    """One line per stage run, so a `dvc repro` log shows what each stage cost."""
+    if args.stage in ("models", "profile", "predict"):
+        return
+    # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    what = " ".join(filter(None, [args.stage, getattr(args, "dataset", None), getattr(args, "model", None)]))
+    logging.getLogger("pipeline").info("usage: %s: %.1f s wall, peak memory %.0f MiB", what, seconds, peak / 1024)
 
 
 if __name__ == "__main__":
