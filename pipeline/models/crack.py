@@ -6,14 +6,16 @@ which `STRATEGIES` and `trainable_part` tell the trainer (it then calls `set_tra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 import torch
-import torchvision
 from torch import nn
 
 from pipeline.models.registry import register_model
+
+if TYPE_CHECKING:
+    import torchvision
 
 Part = Literal["head", "all"]
 
@@ -67,8 +69,14 @@ class PretrainedWeightsError(RuntimeError):
     """ImageNet weights were asked for but are not in torch hub's cache (no download here)."""
 
 
+def _torchvision():
+    import torchvision  # on first use: 1.7 s of imports that the other models' stages need not pay
+
+    return torchvision
+
+
 def _imagenet_weights() -> torchvision.models.ResNet18_Weights:
-    return torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    return _torchvision().models.ResNet18_Weights.IMAGENET1K_V1
 
 
 def pretrained_cache_file() -> Path:
@@ -88,7 +96,7 @@ def _load_imagenet_resnet18() -> nn.Module:
     """
     path = pretrained_cache_file()
     try:
-        return torchvision.models.resnet18(weights=_imagenet_weights())
+        return _torchvision().models.resnet18(weights=_imagenet_weights())
     except OSError as e:  # URLError, connection and DNS errors are OSErrors
         if path.is_file():
             raise  # the cached file itself is unreadable: not a download problem
@@ -106,7 +114,7 @@ def _resnet18(in_channels: int, num_classes: int, pretrained: bool) -> nn.Module
     """torchvision ResNet-18 with a new Linear(512, num_classes) head (course)."""
     if pretrained and in_channels not in (1, 3):
         raise ValueError(f"pretrained ResNet-18 reads 1 or 3 channels, not {in_channels}")
-    model = _load_imagenet_resnet18() if pretrained else torchvision.models.resnet18(weights=None)
+    model = _load_imagenet_resnet18() if pretrained else _torchvision().models.resnet18(weights=None)
     if in_channels != 3:
         rgb = model.conv1
         model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

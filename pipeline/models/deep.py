@@ -7,7 +7,6 @@ average pool, and TinyVGG is defined at 32x32.
 """
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from pipeline.models.registry import register_model
@@ -69,6 +68,8 @@ def resnet50(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Mod
     average pool, Linear(2048, classes); torchvision's init is SPEC.md's (Kaiming fan_out for
     convs, BatchNorm weight 1, bias 0). Any input side: the global pool absorbs it.
     """
+    import torchvision  # here: 1.7 s of imports that the other models' stages need not pay
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)

@@ -1,0 +1,129 @@
+"""What the pipeline costs around the training itself: `dvc repro` with nothing to do, and MLflow.
+
+    python bench/pipeline_overhead.py dvc --workspace ../ci-check   # a repo where `dvc repro` ran
+    python bench/pipeline_overhead.py mlflow --models mlp keras_cnn2 --repeats 5
+
+dvc: in a workspace whose pipeline is up to date, `dvc repro` (nothing to run: DVC hashes the
+deps and outs, finds them unchanged and stops), interleaved with `dvc --version` (DVC's own
+start-up, the floor of any dvc command) and `dvc status`.
+
+mlflow: the same `pipeline train` in a fresh process, each time timed from the process start to
+its exit, with MLflow on (the default sqlite store, in a temporary workspace prepared from the
+offline MNIST mirror) and off (the same process with `pipeline.tracking`'s run calls replaced
+by no-ops, so mlflow is never imported). Models keep their params.yaml settings except those
+named by --recipe, which take bench/time_to_accuracy.py's recipe for that model.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.machine import machine_info  # noqa: E402
+from bench.time_to_accuracy import RECIPES, child_env, make_workspace  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def spread(values: list[float], fmt: str) -> str:
+    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
+
+
+def bench_dvc(workspace: Path, repeats: int) -> None:
+    status = subprocess.run(["dvc", "status", "--quiet"], cwd=workspace)
+    if status.returncode != 0:
+        sys.exit(f"{workspace}: `dvc status` reports changes; run `dvc repro` there first")
+    commands = {"dvc --version": ["dvc", "--version"], "dvc status": ["dvc", "status"],
+                "dvc repro (nothing changed)": ["dvc", "repro"]}
+    times = {name: [] for name in commands}
+    for r in range(repeats):
+        for name, cmd in commands.items():
+            times[name].append(timed(cmd, workspace))
+        print(f"repeat {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()), flush=True)
+    stages = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=workspace, capture_output=True,
+                            text=True, check=True).stdout.split()
+    print(f"\n{workspace.resolve()}: {len(stages)} stages; min / median / max over {repeats} repeats\n")
+    print("| command | wall (s) | over `dvc --version` (s) |")
+    print("|---|---:|---:|")
+    for name, values in times.items():
+        extra = [v - f for v, f in zip(values, times["dvc --version"])]
+        print(f"| `{name}` | {spread(values, '.2f')} | {spread(extra, '+.2f')} |")
+
+
+def child_train(model: str, tracking_on: bool) -> None:
+    """`pipeline train --dataset mnist --model M` in this process, MLflow on or off."""
+    from pipeline import cli, tracking
+
+    if not tracking_on:
+        tracking.check_store = lambda: None
+        tracking.start_training_run = lambda *args, **kwargs: "off"
+        tracking.log_epoch = lambda *args, **kwargs: None
+        tracking.end_run = lambda *args, **kwargs: None
+    code = cli.main(["train", "--dataset", "mnist", "--model", model])
+    assert tracking_on or "mlflow" not in sys.modules, "MLflow was imported with tracking off"
+    sys.exit(code)
+
+
+def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: int) -> None:
+    print(f"machine: {machine_info()}")
+    chosen = {RECIPES[name][0]: name for name in recipes}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = make_workspace(Path(tmp), mirror, recipes)
+        env = child_env()
+        run = lambda model, on: timed(  # noqa: E731
+            [sys.executable, str(Path(__file__).resolve()), "child", model, "on" if on else "off"], root, env)
+        for model in models:
+            run(model, True)  # untimed: the first run creates the sqlite store's tables
+            on, off = [], []
+            for r in range(repeats):
+                on.append(run(model, True))
+                off.append(run(model, False))
+                print(f"{model} repeat {r + 1}: MLflow on {on[-1]:.2f}s, off {off[-1]:.2f}s", flush=True)
+            rows.append((model, chosen.get(model, "params.yaml"), on, off))
+    print(f"\nwall time of `pipeline train` from process start to exit; min / median / max over "
+          f"{repeats} repeats\n")
+    print("| model | settings | MLflow on (s) | MLflow off (s) | on over off |")
+    print("|---|---|---:|---:|---:|")
+    for model, settings, on, off in rows:
+        overhead = [100 * (a / b - 1) for a, b in zip(on, off)]
+        print(f"| {model} | {settings} | {spread(on, '.2f')} | {spread(off, '.2f')} | {spread(overhead, '+.1f')}% |")
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "child":
+        child_train(sys.argv[2], sys.argv[3] == "on")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("dvc", help="`dvc repro` with nothing changed")
+    p.add_argument("--workspace", type=Path, default=Path.cwd(), help="a repo where `dvc repro` has run")
+    p.add_argument("--repeats", type=int, default=5)
+    p = sub.add_parser("mlflow", help="`pipeline train` with MLflow on and off")
+    p.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist",
+                   help="folder with the four official MNIST .gz files")
+    p.add_argument("--models", nargs="+", default=["mlp", "keras_cnn2"])
+    p.add_argument("--recipes", nargs="*", default=["keras_cnn2_3ep"], choices=list(RECIPES),
+                   help="bench/time_to_accuracy.py recipes replacing their model's settings")
+    p.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if args.what == "dvc":
+        bench_dvc(args.workspace, args.repeats)
+    else:
+        bench_mlflow(args.mnist, args.models, args.recipes, args.repeats)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
