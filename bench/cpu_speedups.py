@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import add_mnist_argument, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
@@ -81,14 +81,9 @@ def profile(params, model: str, images, labels, steps: int, seed: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
-def spread(values: list[float], fmt: str) -> str:
-    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist",
-                        help="folder with the four official MNIST .gz files")
+    add_mnist_argument(parser)
     parser.add_argument("--models", nargs="+", default=MNIST_CNNS)
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per variant")
     parser.add_argument("--repeats", type=int, default=3)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,20 +24,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import add_mnist_argument, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from bench.time_to_accuracy import RECIPES, child_env, make_workspace  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - t0
-
-
-def spread(values: list[float], fmt: str) -> str:
-    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
 
 
 def bench_dvc(workspace: Path, repeats: int) -> None:
@@ -111,8 +105,7 @@ def main() -> None:
     p.add_argument("--workspace", type=Path, default=Path.cwd(), help="a repo where `dvc repro` has run")
     p.add_argument("--repeats", type=int, default=5)
     p = sub.add_parser("mlflow", help="`pipeline train` with MLflow on and off")
-    p.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist",
-                   help="folder with the four official MNIST .gz files")
+    add_mnist_argument(p)
     p.add_argument("--models", nargs="+", default=["mlp", "keras_cnn2"])
     p.add_argument("--recipes", nargs="*", default=["keras_cnn2_3ep"], choices=list(RECIPES),
                    help="bench/time_to_accuracy.py recipes replacing their model's settings")

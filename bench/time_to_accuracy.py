@@ -25,7 +25,6 @@ import argparse
 import dataclasses
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import add_mnist_argument, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from pipeline import runtime  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
@@ -113,14 +113,9 @@ def bare_run(params: Params, model: str, images: torch.Tensor, labels: torch.Ten
     return time.perf_counter() - t0
 
 
-def spread(values: list[float], fmt: str) -> str:
-    return " / ".join(format(v, fmt) for v in (min(values), statistics.median(values), max(values)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mnist", type=Path, default=REPO.parent / "shared" / "data" / "mnist",
-                        help="folder with the four official MNIST .gz files")
+    add_mnist_argument(parser)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
