@@ -1,7 +1,9 @@
-"""What the pipeline costs around the training itself: `dvc repro` with nothing to do, and MLflow.
+"""What the pipeline costs around the training itself: `dvc repro` with nothing to do, MLflow,
+a stage's start-up and exit.
 
     python bench/pipeline_overhead.py dvc --workspace ../ci-check   # a repo where `dvc repro` ran
     python bench/pipeline_overhead.py mlflow --models mlp keras_cnn2 --repeats 5
+    python bench/pipeline_overhead.py startup --repeats 5
 
 dvc: in a workspace whose pipeline is up to date, `dvc repro` (nothing to run: DVC hashes the
 deps and outs, finds them unchanged and stops), interleaved with `dvc --version` (DVC's own
@@ -9,9 +11,15 @@ start-up, the floor of any dvc command) and `dvc status`.
 
 mlflow: the same `pipeline train` in a fresh process, each time timed from the process start to
 its exit, with MLflow on (the default sqlite store, in a temporary workspace prepared from the
-offline MNIST mirror) and off (the same process with `pipeline.tracking`'s run calls replaced
-by no-ops, so mlflow is never imported). Models keep their params.yaml settings except those
-named by --recipe, which take bench/time_to_accuracy.py's recipe for that model.
+offline MNIST mirror, kept by the `pipeline.run_log` child process) and off (the same command
+with that child replaced by no-ops: no child process, no store check, no mlflow; see
+bench/train_child.py). Models keep their params.yaml settings except those named by --recipe,
+which take bench/time_to_accuracy.py's recipe for that model.
+
+startup: fresh `python -c` processes timed from start to exit, in pairs: torch's
+use_deterministic_algorithms (which imports torch._inductor) against
+pipeline.runtime.deterministic_algorithms, and the interpreter's exit with a stage's modules
+imported against pipeline.cli.exit_now's os._exit.
 """
 from __future__ import annotations
 
@@ -56,20 +64,6 @@ def bench_dvc(workspace: Path, repeats: int) -> None:
         print(f"| `{name}` | {spread(values, '.2f')} | {spread(extra, '+.2f')} |")
 
 
-def child_train(model: str, tracking_on: bool) -> None:
-    """`pipeline train --dataset mnist --model M` in this process, MLflow on or off."""
-    from pipeline import cli, tracking
-
-    if not tracking_on:
-        tracking.check_store = lambda: None
-        tracking.start_training_run = lambda *args, **kwargs: "off"
-        tracking.log_epoch = lambda *args, **kwargs: None
-        tracking.end_run = lambda *args, **kwargs: None
-    code = cli.main(["train", "--dataset", "mnist", "--model", model])
-    assert tracking_on or "mlflow" not in sys.modules, "MLflow was imported with tracking off"
-    sys.exit(code)
-
-
 def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: int) -> None:
     print(f"machine: {machine_info()}")
     chosen = {RECIPES[name][0]: name for name in recipes}
@@ -78,7 +72,8 @@ def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: i
         root = make_workspace(Path(tmp), mirror, recipes)
         env = child_env()
         run = lambda model, on: timed(  # noqa: E731
-            [sys.executable, str(Path(__file__).resolve()), "child", model, "on" if on else "off"], root, env)
+            [sys.executable, str(Path(__file__).resolve().parent / "train_child.py"), model, "on" if on else "off"],
+            root, env)
         for model in models:
             run(model, True)  # untimed: the first run creates the sqlite store's tables
             on, off = [], []
@@ -96,9 +91,35 @@ def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: i
         print(f"| {model} | {settings} | {spread(on, '.2f')} | {spread(off, '.2f')} | {spread(overhead, '+.1f')}% |")
 
 
+# Fresh processes, in pairs: a stage's start-up and exit as torch and Python would do them, and
+# as pipeline.runtime and pipeline.cli do them.
+STARTUP = {
+    "deterministic algorithms": (
+        "import torch; torch.use_deterministic_algorithms(True)",
+        "import torch; from pipeline import runtime; runtime.deterministic_algorithms()"),
+    "exit, train stage imported": ("import pipeline.train", "import os, pipeline.train; os._exit(0)"),
+    "exit, evaluate stage imported": ("import pipeline.evaluate", "import os, pipeline.evaluate; os._exit(0)"),
+}
+
+
+def bench_startup(repeats: int) -> None:
+    print(f"machine: {machine_info()}")
+    repo = Path(__file__).resolve().parents[1]
+    times = {(name, side): [] for name in STARTUP for side in (0, 1)}
+    for r in range(repeats):
+        for name, pair in STARTUP.items():
+            for side, code in enumerate(pair):
+                times[name, side].append(timed([sys.executable, "-c", code], repo))
+    print(f"\nwall time of a fresh `python -c ...`; min / median / max over {repeats} repeats\n")
+    print("| what | torch / Python (s) | pipeline (s) | saved (s) |")
+    print("|---|---:|---:|---:|")
+    for name in STARTUP:
+        plain, ours = times[name, 0], times[name, 1]
+        print(f"| {name} | {spread(plain, '.2f')} | {spread(ours, '.2f')} | "
+              f"{spread([a - b for a, b in zip(plain, ours)], '.2f')} |")
+
+
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "child":
-        child_train(sys.argv[2], sys.argv[3] == "on")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("dvc", help="`dvc repro` with nothing changed")
@@ -110,9 +131,13 @@ def main() -> None:
     p.add_argument("--recipes", nargs="*", default=["keras_cnn2_3ep"], choices=list(RECIPES),
                    help="bench/time_to_accuracy.py recipes replacing their model's settings")
     p.add_argument("--repeats", type=int, default=3)
+    p = sub.add_parser("startup", help="a stage's start-up and exit, as torch and Python do them and as we do")
+    p.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     if args.what == "dvc":
         bench_dvc(args.workspace, args.repeats)
+    elif args.what == "startup":
+        bench_startup(args.repeats)
     else:
         bench_mlflow(args.mnist, args.models, args.recipes, args.repeats)
 

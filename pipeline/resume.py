@@ -105,17 +105,12 @@ def _restore_rng(state: dict, generator: torch.Generator, world: World) -> None:
         torch.cuda.set_rng_state(mine["cuda"])
 
 
-def reopen_run(run_id: str) -> set[int]:
-    """Continues the interrupted run's MLflow run (left active); returns the epochs it logged."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+def reopen_run(run_log, run_id: str) -> set[int]:
+    """Continues the interrupted run's MLflow run (through `run_log`, a pipeline.run_log.RunLog);
+    returns the epochs it logged."""
     try:
-        mlflow.start_run(run_id=run_id)
-    except Exception as e:
+        return run_log.reopen(run_id)
+    except tracking.TrackingError as e:
         raise tracking.TrackingError(
-            f"the resume file's MLflow run {run_id} cannot be continued in {tracking.tracking_uri()} "
-            f"({type(e).__name__}: {e}); set MLFLOW_TRACKING_URI to the store it was started in, or "
-            f"delete {RESUME_DIR} to train from epoch 1") from e
-    history = mlflow.MlflowClient(tracking.tracking_uri()).get_metric_history(run_id, "val_accuracy")
-    return {m.step for m in history}
+            f"the resume file's MLflow run {run_id} cannot be continued: {e}; set MLFLOW_TRACKING_URI "
+            f"to the store it was started in, or delete {RESUME_DIR} to train from epoch 1") from e

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,7 @@ def setup(cfg: RuntimeConfig, seed: int, world: World = World()) -> torch.device
     """Seeds every RNG with `seed`, sets CPU threads and returns the device to train on."""
     random.seed(seed)
     np.random.seed(seed)
+    keep_freed_memory()
     # Ranks get different dropout and augmentation draws (identical ones would correlate the
     # shards); initial weights still match, as DDP copies rank 0's, whose stream is `seed`.
     torch.manual_seed(seed + world.rank)
@@ -41,13 +44,51 @@ def setup(cfg: RuntimeConfig, seed: int, world: World = World()) -> torch.device
     if device.type == "cpu":
         # Same params, same machine -> identical metrics. CPU kernels are deterministic already;
         # this makes any nondeterministic op an error instead of a silent difference.
-        torch.use_deterministic_algorithms(True)
+        deterministic_algorithms()
     else:
         torch.backends.cudnn.benchmark = cfg.cuda.cudnn_benchmark
         if world.size > 1:  # one GPU per process
             device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(device)
     return device
+
+
+def deterministic_algorithms() -> None:
+    """torch.use_deterministic_algorithms(True) without its import of torch._inductor.
+
+    The public call also sets the flag of torch.compile's inductor, whose import added 1.5-1.7 s
+    to every stage's start-up on 2 cores (bench/pipeline_overhead.py startup); the pipeline never
+    compiles, so ATen's flag is all it needs. Where torch lacks the private setter, or inductor
+    is imported anyway, the public call does the job.
+    """
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is None or "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True)
+    else:
+        setter(True)
+
+
+# glibc's mallopt() parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # the most glibc accepts on 64-bit
+TRIM_THRESHOLD = 2**31 - 1
+
+
+def keep_freed_memory() -> None:
+    """Makes glibc's malloc keep the memory a training step frees, for the next step to reuse.
+
+    By default each buffer over 128 KiB (a CNN's activations and gradients, e.g. 11 MB for
+    keras_cnn2 at batch 128) is a fresh mmap, returned to the kernel when freed, so every step
+    zero-fills new pages: 14 million page faults in a 3-epoch keras_cnn2 run, which made its
+    epochs 13-14 s instead of 6-7 s (bench/time_to_accuracy.py). glibc raises that threshold
+    by itself only as large buffers get freed, so how much a run paid depended on its history.
+    Here buffers up to 32 MiB come from the heap and its top is never trimmed: 1 million page
+    faults, the peak resident memory 3% higher. Not glibc (macOS, musl): nothing to do.
+    """
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -193,10 +193,16 @@ def run_group(params_file: Path = Path("params.yaml")) -> str:
     return f"{git_commit()[:10]}-{digest}"
 
 
-def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    """Opens the model's run in the dataset's experiment; returns its id (left active)."""
+def open_experiment(dataset: str):
+    """mlflow, its store opened and the dataset's experiment made the active one."""
     mlflow = _mlflow()
     mlflow.set_experiment(dataset)
+    return mlflow
+
+
+def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Opens the model's run in the dataset's experiment; returns its id (left active)."""
+    mlflow = open_experiment(dataset)
     run = mlflow.start_run(
         run_name=model,
         tags={"model": model, "dataset": dataset, "git_commit": git_commit(),
@@ -212,6 +218,18 @@ def log_epoch(metrics: dict[str, float], epoch: int) -> None:
 
 def end_run(status: str = "FINISHED") -> None:
     _mlflow().end_run(status=status)
+
+
+def reopen_training_run(run_id: str) -> set[int]:
+    """Makes an interrupted training run the active one again; returns the epochs it logged."""
+    mlflow = _mlflow()
+    mlflow.start_run(run_id=run_id)
+    return {m.step for m in mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, "val_accuracy")}
+
+
+def describe_failure(what: str, error: Exception) -> str:
+    """`what` failed, with the store and the error, safe to print."""
+    return f"{what} in {redacted(tracking_uri())} ({_describe(error)})"
 
 
 def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, example) -> None:

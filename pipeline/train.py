@@ -6,10 +6,12 @@
 
 One loop for every model of the registry (torch modules and the NumPy CNN, through
 `pipeline.learners`). Early stopping watches validation accuracy; the test set is
-never read here.
+never read here. MLflow is kept by a child process (`pipeline.run_log`), which checks and
+opens the store while this one loads the data and builds the model.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -25,33 +27,39 @@ from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
 from pipeline.models import get_model_spec
 from pipeline.prepare import load_prepared
+from pipeline.run_log import RunLog
 
 log = logging.getLogger(__name__)
 CURVE_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
-def main(params: Params, dataset: str, model_name: str) -> list[dict]:
-    """Trains the model once per seed; returns the checkpoints in seed order."""
-    tracking.check_store()  # an unreachable store fails now, not after the first epoch
+def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None = None) -> list[dict]:
+    """Trains the model once per seed; returns the checkpoints in seed order.
+
+    `run_log`: the MLflow child `pipeline train` started first thing; one is started here if None.
+    """
     seeds = params.seeds_for(dataset, model_name)
     distributed.check(params, dataset, model_name)
-    with distributed.session(params.runtime.distributed, params.runtime.device) as world:
+    with (distributed.session(params.runtime.distributed, params.runtime.device) as world,
+          contextlib.ExitStack() as stack):
+        if world.is_main and run_log is None:
+            run_log = stack.enter_context(RunLog(dataset))
         # A stale seed's files (from a longer seeds list) must not outlive it, to be read as
         # current by someone listing the folder.
         for directory in (paths.checkpoint_dir(dataset, model_name), paths.curves_dir(dataset, model_name)):
             for stale in directory.glob("seed*.*"):
                 if world.is_main and stale.stem.removeprefix("seed") not in {str(s) for s in seeds}:
                     stale.unlink()
-        return [train_seed(params, dataset, model_name, seed, world) for seed in seeds]
+        return [train_seed(params, dataset, model_name, seed, world, run_log) for seed in seeds]
 
 
 def train_seed(params: Params, dataset: str, model_name: str, seed: int,
-               world: runtime.World = runtime.World()) -> dict:
+               world: runtime.World = runtime.World(), run_log: RunLog | None = None) -> dict:
     """One training run: seeded weights, shuffling and subsets; its own MLflow run. Goes on from
     the resume file an interrupted run left (pipeline.resume), if its settings match.
 
     In a multi-process run (`world`) every rank trains its shard; rank 0 alone writes files
-    and talks to MLflow.
+    and talks to MLflow, through `run_log` (None on the other ranks).
     """
     cfg = params.train_config(dataset, model_name)
     device = runtime.setup(params.runtime, seed, world)
@@ -73,8 +81,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                   "framework": spec.framework, "channels_last": params.runtime.channels_last,
                   "cuda": dataclasses.asdict(params.runtime.cuda),
                   "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
-    run_id = _open_run(dataset, model_name, run_params, {"data_version": data["data_version"],
-                                                         "seed": str(seed)}, progress) if world.is_main else None
+    run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"],
+                                                         "seed": str(seed)}, progress) if run_log else None
     log.info("%s/%s seed %d: %d params on %s, MLflow run %s", dataset, model_name, seed,
              run_params["params"], device, run_id)
     history, best = progress["history"], progress["best"]
@@ -98,8 +106,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             # Saved before MLflow hears of the epoch: a run killed in between logs it on resume.
             resume_file.save(learner, generator, {"epoch": epoch, "history": history, "best": best,
                                                   "run_id": run_id, "seconds": time.perf_counter() - start})
-            if world.is_main:
-                _log_row(row)
+            if run_log:
+                _log_row(run_log, row)
             log.info("%s epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
                      model_name, epoch, train_loss, train_acc, val_loss, val_acc, row["seconds"])
         train_seconds = time.perf_counter() - start
@@ -111,38 +119,49 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             "data_version": data["data_version"], "seed": seed,
         }
         if world.is_main:
-            _write_outputs(dataset, model_name, seed, checkpoint, history)
+            _write_outputs(run_log, dataset, model_name, seed, checkpoint, history)
         resume_file.remove()  # only now: a run killed before its outputs were written resumes
     except BaseException:
-        if world.is_main:
-            tracking.end_run("FAILED")
+        if run_log:
+            _end_failed(run_log)
         raise
-    if world.is_main:
-        tracking.end_run()
+    if run_log:
+        run_log.end()
     log.info("%s seed %d: best epoch %d (val acc %.4f), %.1fs", model_name, seed, best["epoch"],
              best["val_accuracy"], train_seconds)
     return checkpoint
 
 
-def _open_run(dataset: str, model_name: str, run_params: dict, tags: dict, progress: dict) -> str:
+def _open_run(run_log: RunLog, model_name: str, run_params: dict, tags: dict, progress: dict) -> str:
     """A new MLflow run, or the interrupted run's own when resuming (left active either way)."""
     if progress["run_id"] is None:
-        return tracking.start_training_run(dataset, model_name, run_params, tags)
-    logged = resume.reopen_run(progress["run_id"])
+        return run_log.start(model_name, run_params, tags)
+    logged = resume.reopen_run(run_log, progress["run_id"])
     for row in progress["history"]:
         if row["epoch"] not in logged:  # saved in the resume file, killed before MLflow had it
-            _log_row(row)
+            _log_row(run_log, row)
     return progress["run_id"]
 
 
-def _log_row(row: dict) -> None:
-    tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
+def _log_row(run_log: RunLog, row: dict) -> None:
+    run_log.log({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
 
 
-def _write_outputs(dataset: str, model_name: str, seed: int, checkpoint: dict, history: list[dict]) -> None:
+def _end_failed(run_log: RunLog) -> None:
+    """Marks the run FAILED on the way out of an error, which stays the one reported."""
+    try:
+        run_log.end("FAILED")
+    except tracking.TrackingError as e:
+        log.warning("the MLflow run could not be marked FAILED: %s", e)
+
+
+def _write_outputs(run_log: RunLog | None, dataset: str, model_name: str, seed: int, checkpoint: dict,
+                   history: list[dict]) -> None:
     """The stage's outputs (best checkpoint, curves), and the run's summary metrics."""
-    tracking.log_epoch({"best_epoch": checkpoint["best_epoch"], "train_seconds": checkpoint["train_seconds"]},
-                       len(history))
+    if run_log:
+        run_log.log({"best_epoch": checkpoint["best_epoch"], "train_seconds": checkpoint["train_seconds"]},
+                    len(history))
+        run_log.flush()  # a metric MLflow could not store fails the stage before its outputs exist
     with atomic_path(paths.checkpoint_file(dataset, model_name, seed)) as tmp:
         torch.save(checkpoint, tmp)
     write_csv(paths.curves_file(dataset, model_name, seed),

@@ -47,9 +47,9 @@ def test_two_processes_match_one_process(workspace, mlflow_uri, tmp_path):
             assert two[key] == pytest.approx(one[key], abs=1e-5), key
 
     # Rank 0 alone talks to MLflow: one more run, the two-process one.
-    runs = mlflow.search_runs(experiment_names=["mnist"], output_format="list")
-    assert len(runs) == 2
-    run = mlflow.MlflowClient(mlflow_uri).get_run(multi["mlflow_run_id"])
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == 2
+    run = client.get_run(multi["mlflow_run_id"])
     assert run.data.params["nproc"] == "2" and run.info.status == "FINISHED"
 
 

@@ -1,0 +1,107 @@
+"""The train stage's MLflow child (pipeline.run_log): real `pipeline train` processes, a real
+sqlite store, real signals."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+import torch
+import yaml
+
+from pipeline import paths, resume
+from pipeline.run_log import RunLog
+from pipeline.tracking import TrackingError
+from tests.conftest import shrunk_params_dict
+
+MODEL, SEED = "cnn1", 12
+
+
+def _params_file(folder, epochs: int) -> str:
+    raw = shrunk_params_dict(models=[MODEL], epochs=epochs, runtime={"threads": 1},
+                             train={"mnist": {MODEL: {"patience": 0}}})
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return str(path)
+
+
+def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(workspace, mlflow_uri, tmp_path):
+    params = _params_file(tmp_path, epochs=2)
+    code = ("import sys; from pipeline import cli; code = cli.main(['--params', sys.argv[1], 'train', '--dataset', "
+            "'mnist', '--model', sys.argv[2]]); assert 'mlflow' not in sys.modules, 'mlflow imported'; sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, params, MODEL], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+    checkpoint = torch.load(paths.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.get_run(checkpoint["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.info.run_name == MODEL
+    assert run.data.params["batch_size"] == "64" and run.data.params["threads"] == "1"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
+    assert run.data.metrics["best_epoch"] == checkpoint["best_epoch"]
+    assert run.data.metrics["train_seconds"] == pytest.approx(checkpoint["train_seconds"])
+
+
+def test_ctrl_c_ends_the_run_as_failed(workspace, mlflow_uri, tmp_path):
+    # Ctrl-C signals the whole process group, the child too: it must outlive the stage's
+    # KeyboardInterrupt to end the run.
+    resume_file = workspace / resume.resume_file("mnist", MODEL, SEED)
+    resume_file.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--params", _params_file(tmp_path, epochs=50),
+                             "train", "--dataset", "mnist", "--model", MODEL],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while not resume_file.exists() and proc.poll() is None:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in stderr
+    run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
+    assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).info.status == "FAILED"
+
+
+def test_a_metric_mlflow_refuses_is_told_at_the_flush_and_fails_the_run(workspace, mlflow_uri):
+    with RunLog("mnist") as run_log:
+        run_id = run_log.start(MODEL, {"lr": 0.1}, {})
+        run_log.log({"val_accuracy": 0.5}, 1)
+        run_log.log({"../escape": 1.0}, 2)  # MLflow refuses a name that leaves its folder
+        with pytest.raises(TrackingError, match=r"cannot log the metrics of step 2 in sqlite:///.*Invalid"):
+            run_log.flush()
+        run_log.flush()  # told once
+        run_log.end()
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1]
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_killed_stage_leaves_its_run_killed_and_the_logs_it_sent(workspace, mlflow_uri):
+    run_log = RunLog("mnist")
+    run_id = run_log.start(MODEL, {}, {})
+    run_log.log({"val_accuracy": 0.5}, 1)
+    run_log.process.stdin.close()  # what the stage's death does to the pipe
+    assert run_log.process.wait(timeout=30) == 0
+    client = mlflow.MlflowClient(mlflow_uri)
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1]
+
+
+def test_resuming_a_run_the_store_lacks_says_what_to_do(workspace, mlflow_uri):
+    missing = "0" * 32
+    with RunLog("mnist") as run_log:
+        with pytest.raises(TrackingError, match=rf"resume file's MLflow run {missing} cannot be continued: "
+                                                rf".*sqlite:///.*delete models/.resume to train from epoch 1"):
+            resume.reopen_run(run_log, missing)
+
+
+def test_an_unused_child_is_stopped_not_waited_for(workspace, mlflow_uri):
+    start = time.monotonic()
+    with RunLog("mnist"):
+        pass
+    # Its import of mlflow and the store's opening take 2 s here.
+    assert time.monotonic() - start < 1.0
