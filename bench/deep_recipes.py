@@ -13,7 +13,6 @@ epoch time. The test set is not read. params.yaml's recipes cite this script's r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time

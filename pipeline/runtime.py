@@ -83,7 +83,8 @@ def keep_freed_memory() -> None:
     epochs 13-14 s instead of 6-7 s (bench/time_to_accuracy.py). glibc raises that threshold
     by itself only as large buffers get freed, so how much a run paid depended on its history.
     Here buffers up to 32 MiB come from the heap and its top is never trimmed: 1 million page
-    faults, the peak resident memory 3% higher. Not glibc (macOS, musl): nothing to do.
+    faults, epochs of 6.5-7.9 s; the price is peak resident memory, +3% for that run and up to
+    +19% for a two-seed stage (BENCHMARKS.md). Not glibc (macOS, musl): nothing to do.
     """
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is not None:

@@ -100,8 +100,7 @@ def test_resuming_a_run_the_store_lacks_says_what_to_do(workspace, mlflow_uri):
 
 
 def test_an_unused_child_is_stopped_not_waited_for(workspace, mlflow_uri):
-    start = time.monotonic()
-    with RunLog("mnist"):
+    # Invalid params, or a launching process: nothing asked, so nothing to wait 2 s of imports for.
+    with RunLog("mnist") as run_log:
         pass
-    # Its import of mlflow and the store's opening take 2 s here.
-    assert time.monotonic() - start < 1.0
+    assert run_log.process.returncode == -signal.SIGTERM
