@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import REPO, spread  # noqa: E402
+from bench.common import REPO, loader_epoch, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
@@ -74,14 +74,7 @@ def make_workspace(root: Path, source: Path) -> None:
 def reference_epoch(learner, dataset: Dataset, batch_size: int, workers: int, seed: int) -> float:
     torch.manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
-    model, optimizer = learner.model.train(), learner.optimizer
-    t0 = time.perf_counter()
-    for x, y in loader:
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - t0
+    return loader_epoch(learner.model, learner.optimizer, loss_fn, loader)
 
 
 def reference_data_only(dataset: Dataset, batch_size: int, seed: int) -> float:

@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import add_mnist_argument, spread  # noqa: E402
+from bench.common import add_mnist_argument, loader_epoch, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
 from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
@@ -68,15 +68,7 @@ def reference_epoch(model_name, cfg, root, seed) -> float:
     loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, num_workers=0)
     model = spec.build()
     optimizer = build_optimizer(model.parameters(), cfg, cfg.lr)
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    t0 = time.perf_counter()
-    for x, y in loader:
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - t0
+    return loader_epoch(model, optimizer, nn.CrossEntropyLoss(), loader)
 
 
 def our_epoch(model_name, cfg, images, labels, seed) -> tuple[float, float]:
