@@ -135,10 +135,11 @@ def _user_errors() -> tuple[type[Exception], ...]:
     stage's MLflow child must not wait for.
     """
     from pipeline.data.errors import DataError
+    from pipeline.learners import TrainingDiverged
     from pipeline.models import UnknownModelError
     from pipeline.tracking import TrackingError
 
-    return ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError
+    return ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError, TrainingDiverged
 
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:

@@ -91,9 +91,9 @@ class TrainConfig:
     epochs: int
     # Early stopping on validation accuracy: stop after this many epochs without improvement
     # and restore the best weights (lab-B). 0 disables it.
-    patience: int
-    momentum: float  # SGD only
-    weight_decay: float
+    patience: int = 0
+    momentum: float = 0.0  # SGD only
+    weight_decay: float = 0.0
     # Transfer learning (resnet18_*): true loads ImageNet weights through torchvision's cache,
     # downloading them when missing (a clear error where neither works); false starts from
     # random weights (CI, tests).
@@ -106,8 +106,19 @@ class TrainConfig:
     head_epochs: int = 0
     unfrozen_lr: float | None = None
     # lr over the run, stepped every batch: constant; onecycle (warm-up to lr over the first 30%
-    # of steps, then cosine annealing to ~0); cosine (from lr down to 0).
+    # of steps, then cosine annealing to ~0); cosine (linear warm-up over warmup_epochs, then
+    # cosine annealing from lr down to 0).
     schedule: Literal["constant", "onecycle", "cosine"] = "constant"
+    warmup_epochs: float = 0.0  # cosine only
+    # Cross-entropy against targets smoothed towards uniform by this much (torchvision's
+    # --label-smoothing); binary models smooth their 0/1 targets the same way.
+    label_smoothing: float = 0.0
+    # Exponential moving average of the weights (and BatchNorm statistics), updated every step
+    # with this decay (warmed up as min(decay, (1 + t) / (10 + t))); when set, the average is what
+    # is validated, kept as best and checkpointed. null: off.
+    ema_decay: float | None = None
+    # Clip the gradients' global L2 norm to this before each step. null: off.
+    grad_clip: float | None = None
     nesterov: bool = False  # SGD with momentum only
     # Train (and validate) on a stratified subset of this many images of the prepared split
     # (drawn with each run's seed): the CI profile's deep models. null: the whole split.
@@ -133,6 +144,16 @@ class TrainConfig:
                self.nesterov, "false unless optimizer is sgd with momentum > 0")
         _check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
                "constant when head_epochs is set (each transfer phase has its own lr)")
+        _check(0.0 <= self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
+               "a number of epochs >= 0 and below epochs")
+        _check(self.schedule == "cosine" or not self.warmup_epochs, "warmup_epochs",
+               self.warmup_epochs, "0 unless schedule is cosine (onecycle has its own warm-up)")
+        _check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing,
+               "a number in [0, 0.5), e.g. 0.1")
+        _check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", self.ema_decay,
+               "null (off) or a number in (0, 1), e.g. 0.999")
+        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
+               "null (off) or a positive max gradient norm, e.g. 1.0")
         for key in ("train_subset", "val_subset"):
             value = getattr(self, key)
             _check(value is None or value >= 100, key, value, "null or an integer >= 100")

@@ -46,7 +46,7 @@ def latency_ms(learner, images: torch.Tensor, batch_size: int, repeats: int) -> 
 
 def cost_metrics(learner, images: torch.Tensor) -> dict:
     """flops_per_image and latency_ms_batch{1,256} for the report."""
-    model = learner.model
+    model = learner.evaluated
     if isinstance(model, torch.nn.Module):
         out = {"flops_per_image": flops_per_image(model, learner.input_shape)}
     else:  # the NumPy CNN counts its own

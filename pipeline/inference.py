@@ -25,11 +25,18 @@ def predict_logits(model: nn.Module, images: torch.Tensor, preset: InputPreset, 
     return torch.cat(out)
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy for multi-class logits (B,K); binary cross-entropy for one logit (B,1)."""
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy for multi-class logits (B,K); binary cross-entropy for one logit (B,1).
+
+    `label_smoothing` (training only): targets moved that far towards uniform, 0/1 targets of a
+    binary model towards 0.5 alike.
+    """
     if logits.shape[1] == 1:
-        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
-    return nn.functional.cross_entropy(logits, labels)
+        target = labels.to(logits.dtype)
+        if label_smoothing:
+            target = target * (1 - label_smoothing) + 0.5 * label_smoothing
+        return nn.functional.binary_cross_entropy_with_logits(logits[:, 0], target)
+    return nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def predicted_classes(logits: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ epoch of optimisation. The epoch loop, early stopping, checkpoints and MLflow lo
 """
 from __future__ import annotations
 
+import copy
 import inspect
+import math
 import sys
 
 import numpy as np
@@ -55,8 +57,46 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_pe
     if cfg.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, total))
     return None
+
+
+def _warmup_cosine(step: int, warmup: int, total: int) -> float:
+    """The lr factor at `step`: linear from 1/warmup up to 1, then cosine down to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite: nothing the run goes on to learn can be trusted."""
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights and buffers (torchvision's
+    --model-ema, timm's ModelEmaV2): what a run with `ema_decay` validates and checkpoints.
+
+    The decay warms up as min(decay, (1 + t) / (10 + t)), so a short run's average is not
+    dominated by the random initial weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay, self.steps = decay, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        pairs = [(a, c) for a, c in zip(self.module.state_dict().values(), model.state_dict().values())]
+        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
+        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
+        for a, c in pairs:
+            if not a.is_floating_point():  # BatchNorm's num_batches_tracked
+                a.copy_(c)
 
 
 def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
@@ -111,6 +151,8 @@ class TorchLearner:
         self.scheduler = None  # built on the first epoch, when the number of batches is known
         self.steps_per_epoch: int | None = None
         self.scaler = self.accel.grad_scaler()
+        self.average = WeightAverage(self.model, cfg.ema_decay) if cfg.ema_decay else None
+        self.where = f"train.{dataset}.{spec.name}"
         self.train_model: nn.Module | None = None  # self.model, or DDP around it; made on first use
         self.prepared_budget = PREPARED_SET_BYTES  # 0: normalise every batch
         self._prepared: tuple[torch.Tensor, torch.Tensor] | None = None  # (uint8 set, its inputs)
@@ -167,13 +209,20 @@ class TorchLearner:
             y = accel.to_device(labels[idx])
             with accel.autocast():
                 logits = self.train_model(x)
-                loss = loss_fn(logits.float(), y)
+                loss = loss_fn(logits.float(), y, cfg.label_smoothing)
+            if not torch.isfinite(loss):
+                self._diverged(loss, start // batch_size + 1, desc)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scheduler is not None:
                 self.scheduler.step()
+            if self.average is not None:
+                self.average.update(model)
             batch_losses.append(loss.detach())
             batch_logits.append(logits.detach())
         sizes = torch.diff(torch.tensor([*batches, len(order)])).to(device)
@@ -182,6 +231,19 @@ class TorchLearner:
         total_loss, correct = distributed.sum_over_ranks(self.world, total_loss, correct)
         n = len(order) * self.world.size
         return total_loss.item() / n, correct.item() / n
+
+    def _diverged(self, loss: torch.Tensor, step: int, desc: str) -> None:
+        cfg = self.cfg
+        hint = f"lower {self.where}.lr (now {cfg.lr})"
+        if not cfg.grad_clip:
+            hint += f" or set {self.where}.grad_clip (e.g. 1.0)"
+        raise TrainingDiverged(f"{self.where}: the training loss became {loss.item()} at step {step} of "
+                               f"{desc}; the run diverged and no checkpoint was written. Fix: {hint}.")
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The weights that are validated and checkpointed: the moving average when on."""
+        return self.average.module if self.average is not None else self.model
 
     def prepared_inputs(self, images: torch.Tensor) -> torch.Tensor | None:
         """`images` as model inputs on the device, normalised once and kept for the next epochs;
@@ -200,23 +262,29 @@ class TorchLearner:
         return self._prepared[1]
 
     def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        return predict_logits(self.model, images, self.preset, batch_size, self.accel)
+        return predict_logits(self.evaluated, images, self.preset, batch_size, self.accel)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().clone() for k, v in self.evaluated.state_dict().items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)
+        self.evaluated.load_state_dict(state)
 
     def training_state(self) -> dict:
         """What the next epoch depends on, as tensors and plain values (a resume file)."""
-        return {"model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "average": self.state_dict() if self.average is not None else None,
+                "average_steps": self.average.steps if self.average is not None else 0,
+                "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None,
                 "steps_per_epoch": self.steps_per_epoch, "scaler": self.scaler.state_dict(),
                 "phase": self.phase}
 
     def load_training_state(self, state: dict) -> None:
-        self.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model"])
+        if self.average is not None:
+            self.average.module.load_state_dict(state["average"])
+            self.average.steps = state["average_steps"]
         if state["phase"] is not None:
             self._enter_phase(tuple(state["phase"]))
         if state["steps_per_epoch"] is not None:
@@ -232,7 +300,7 @@ class TorchLearner:
         return self.preset(images).numpy()
 
     def served_model(self) -> nn.Module:
-        return self.model.cpu().eval()
+        return self.evaluated.cpu().eval()
 
 
 class NumpyLearner:
@@ -249,6 +317,10 @@ class NumpyLearner:
         self.num_params = self.model.num_params()
         # One stream for the whole run, so each epoch gets its own permutation.
         self.rng = np.random.default_rng(seed)
+
+    @property
+    def evaluated(self):
+        return self.model
 
     def begin_epoch(self, epoch: int) -> None:
         pass

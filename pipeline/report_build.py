@@ -118,7 +118,7 @@ def layer_rows(result: ModelResult) -> list[dict]:
     # Shapes and counts only: never ImageNet weights (nor their download).
     cfg = dataclasses.replace(result.cfg, pretrained=False)
     learner = build_learner(result.name, result.dataset, cfg, torch.device("cpu"), 0)
-    return layer_table(learner.model, learner.input_shape)
+    return layer_table(learner.evaluated, learner.input_shape)
 
 
 def numpy_cnn_layers() -> list[dict]:

@@ -33,7 +33,7 @@ def interpret_model(result: ModelResult, test_x: torch.Tensor, label_name, out: 
         return Interpretation(notes=[f"{result.name} is written in NumPy (no torch module to hook): "
                                      "no filters, feature maps or Grad-CAM."])
     learner = _load_learner(result)
-    model, preset = learner.model.cpu().eval(), learner.preset
+    model, preset = learner.evaluated.cpu().eval(), learner.preset
     sample = preset(test_x[:1])
     convs = interpret.conv_layers_in_call_order(model, sample)
     if not convs:
