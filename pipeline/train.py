@@ -65,7 +65,9 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     device = runtime.setup(params.runtime, seed, world)
     spec = get_model_spec(model_name)
     learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime, world)
-    data = subset_splits(load_prepared(dataset), cfg, seed)
+    # The test split selects nothing: it never reaches the training code.
+    data = subset_splits({k: v for k, v in load_prepared(dataset).items() if not k.startswith("test_")},
+                         cfg, seed)
     generator = torch.Generator().manual_seed(seed)
     resume_file = resume.ResumeFile(dataset, model_name, seed, resume.fingerprint(
         cfg, seed, data["data_version"], {"device": device.type, "nproc": world.size,

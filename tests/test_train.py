@@ -11,7 +11,7 @@ import torch
 from pipeline import evaluate, learners, paths, train
 from pipeline.data import mnist
 from pipeline.train import read_curves
-from tests.conftest import shrunk_params
+from tests.conftest import SHARED_MNIST, shrunk_params
 
 
 def _run(model: str, **overrides):
@@ -154,3 +154,92 @@ def test_an_epoch_reports_the_loss_and_accuracy_of_its_batches(shared_mnist, bud
     assert accuracy == correct / len(images)
     for name, weight in reference.state_dict().items():
         torch.testing.assert_close(learner.state_dict()[name], weight, rtol=0, atol=0)
+
+
+def test_train_never_reads_the_test_split(workspace, mlflow_uri):
+    """Training with the test split removed from the prepared file gives the same weights and
+    curves: no recipe, early stop or best epoch can depend on it."""
+    with_test, _ = _run("cnn1", epochs=2)
+    prepared = paths.prepared_file("mnist")
+    data = torch.load(prepared, weights_only=True)
+    assert {"test_x", "test_y"} <= set(data)
+    torch.save({k: v for k, v in data.items() if not k.startswith("test_")}, prepared)
+    try:
+        params = shrunk_params(models=["cnn1"], epochs=2)
+        (without_test,) = train.main(params, "mnist", "cnn1")
+    finally:
+        torch.save(data, prepared)
+    assert without_test["best_epoch"] == with_test["best_epoch"]
+    assert without_test["best_val_accuracy"] == with_test["best_val_accuracy"]
+    for key, tensor in with_test["state_dict"].items():
+        assert torch.equal(tensor, without_test["state_dict"][key]), key
+
+
+def test_warmup_cosine_rises_linearly_then_anneals_to_zero():
+    factor = learners._warmup_cosine
+    assert [factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4, 4, 12) == 1.0
+    assert factor(8, 4, 12) == pytest.approx(0.5)
+    assert factor(12, 4, 12) == pytest.approx(0.0)
+
+
+def test_label_smoothing_moves_targets_towards_uniform():
+    from pipeline.inference import loss_fn
+
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    logp = torch.log_softmax(logits, 1)[0]
+    expected = -(0.9 * logp[0] + 0.1 * logp.mean())
+    assert loss_fn(logits, torch.tensor([0]), 0.1).item() == pytest.approx(expected.item(), rel=1e-6)
+    one = torch.tensor([[1.5]])
+    target = 1 * 0.8 + 0.5 * 0.2  # a positive smoothed by 0.2
+    bce = -(target * torch.nn.functional.logsigmoid(one) + (1 - target) * torch.nn.functional.logsigmoid(-one))
+    assert loss_fn(one, torch.tensor([1]), 0.2).item() == pytest.approx(bce.item(), rel=1e-6)
+
+
+def _learner(model: str, **changes):
+    from pipeline.config import TrainConfig
+
+    cfg = TrainConfig(**{"optimizer": "sgd", "lr": 0.1, "batch_size": 64, "epochs": 1, **changes})
+    torch.manual_seed(0)
+    return learners.build_learner(model, "mnist", cfg, torch.device("cpu"), 0)
+
+
+def _one_step(learner, n: int = 64):
+    images, labels = mnist.load_split(SHARED_MNIST, "train")
+    learner.train_epoch(images[:n], labels[:n], torch.Generator().manual_seed(0), desc="step")
+
+
+def test_gradient_clipping_bounds_the_sgd_step():
+    before = _learner("cnn1", grad_clip=0.01)
+    start = torch.cat([p.detach().flatten().clone() for p in before.model.parameters()])
+    _one_step(before)
+    step = torch.cat([p.detach().flatten() for p in before.model.parameters()]) - start
+    assert step.norm().item() <= 0.1 * 0.01 * 1.0001  # lr x max norm
+    free = _learner("cnn1")
+    start = torch.cat([p.detach().flatten().clone() for p in free.model.parameters()])
+    _one_step(free)
+    assert (torch.cat([p.detach().flatten() for p in free.model.parameters()]) - start).norm() > 10 * step.norm()
+
+
+def test_weight_average_is_what_is_validated_and_checkpointed():
+    learner = _learner("cnn2", ema_decay=0.5)
+    _one_step(learner, 256)  # 4 steps
+    raw = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    average = learner.state_dict()
+    assert learner.average.steps == 4
+    assert set(average) == set(raw)
+    assert any(not torch.equal(average[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    images, _ = mnist.load_split(SHARED_MNIST, "test")
+    from pipeline.inference import predict_logits
+
+    expected = predict_logits(learner.average.module, images[:50], learner.preset, 50, torch.device("cpu"))
+    assert torch.equal(learner.logits(images[:50], 50), expected)
+
+
+def test_a_diverging_run_stops_naming_the_setting_and_writes_no_checkpoint(workspace, mlflow_uri):
+    params = shrunk_params(models=["mlp"], train={"mnist": {"mlp": {"optimizer": "sgd", "lr": 1.0e12,
+                                                                     "schedule": "constant",
+                                                                     "augment": False}}})
+    with pytest.raises(learners.TrainingDiverged, match=r"train\.mnist\.mlp\.lr.*grad_clip"):
+        train.main(params, "mnist", "mlp")
+    assert not paths.checkpoint_file("mnist", "mlp", 12).exists()
