@@ -18,13 +18,17 @@ def atomic_path(target: Path) -> Iterator[Path]:
     name in its archive, so the same content then gives the same bytes (and DVC hash) every run.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(target)
     folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     tmp = folder / target.name
     try:
         yield tmp
         tmp.chmod(_default_mode(0o666))
         os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_if_empty(made)
+        raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -33,7 +37,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Yields an empty temp folder beside `target`; it replaces `target` only if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(target)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         yield tmp
@@ -41,8 +45,29 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_if_empty(made)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _make_parents(target: Path) -> list[Path]:
+    """Creates target's missing parent folders; returns them, deepest first."""
+    missing = [p for p in [target.parent, *target.parent.parents] if not p.exists()]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Undoes _make_parents after a failed write (an empty data/mnist/ would look like a
+    download that half happened), keeping any folder something else has written to since."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _default_mode(mode: int) -> int:

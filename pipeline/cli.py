@@ -17,7 +17,9 @@ import contextlib
 import logging
 import os
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,6 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
     p.add_argument("--model", help="a model of params.yaml (default: the registry's champion)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
+    p.add_argument("--allow-small", action="store_true",
+                   help="classify images under half the training images' side, with a warning, instead of refusing them")
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> int | None:
     elif args.stage == "predict":
         from pipeline import predict
 
-        predict.main(params, args.dataset, args.images, args.model, args.json)
+        predict.main(params, args.dataset, args.images, args.model, args.json, args.allow_small)
 
 
 def _train(args: argparse.Namespace) -> int | None:
@@ -113,19 +117,55 @@ def _train(args: argparse.Namespace) -> int | None:
     return None
 
 
+INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = get_args_parser().parse_args(argv)
     start = time.perf_counter()
+    interrupted: list[bool] = []
+    previous = _on_ctrl_c(interrupted)
     try:
         code = run(args)
+    except KeyboardInterrupt:
+        return _interrupted(args)
     except Exception as e:
+        if interrupted:  # a library turned the KeyboardInterrupt into an error of its own
+            return _interrupted(args)
         if not isinstance(e, _user_errors()):
             raise
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     _log_usage(args, time.perf_counter() - start)
     return code or 0
+
+
+def _on_ctrl_c(interrupted: list[bool]):
+    """The first Ctrl-C raises KeyboardInterrupt and is noted; later ones are ignored, so that
+    the way out (the MLflow run ended FAILED, temp files removed) is not cut short and ends in a
+    traceback. Returns the handler it replaced (None off the main thread, where none can be set)."""
+    def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    if args.stage == "train":
+        what = ("no checkpoint was written and its MLflow run is marked FAILED; run it again to go on "
+                "from the last finished epoch")
+    else:
+        what = "no output was written (each is written whole or not at all); run it again"
+    print(f"pipeline {args.stage}: interrupted: {what}", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

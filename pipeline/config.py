@@ -6,6 +6,7 @@ before any download or training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -19,6 +20,7 @@ PARAMS_FILE = Path("params.yaml")
 MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
 CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
 DATASETS = ("mnist", "crack")
+MAX_LR = 10.0
 
 
 class ConfigError(ValueError):
@@ -128,18 +130,19 @@ class TrainConfig:
     seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        # Above 10 no optimiser here trains: the loss overflows in the first steps.
+        _check(0 < self.lr <= MAX_LR, "lr", self.lr, f"a number in (0, {MAX_LR:g}]")
         _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
         _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
         _check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
         _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
         _check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
                self.input_size, "null or an integer in [16, 512]")
         _check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
                self.head_epochs, "0, or a positive integer smaller than epochs")
-        _check(self.unfrozen_lr is None or self.unfrozen_lr > 0, "unfrozen_lr", self.unfrozen_lr,
-               "null or a positive number")
+        _check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
+               f"null or a number in (0, {MAX_LR:g}]")
         _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
                self.nesterov, "false unless optimizer is sgd with momentum > 0")
         _check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
@@ -250,7 +253,24 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
             raw = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    return parse_params(raw, source=str(path))
+    params = parse_params(raw, source=str(path))
+    check_device(params.runtime, str(path))
+    return params
+
+
+def check_device(runtime: RuntimeConfig, source: str = "params.yaml") -> None:
+    """Fails when runtime.device names a device this machine lacks, before any data is read.
+
+    Here and not in parse_params: a params file is valid on the machine it is meant for, and
+    profiles and tests parse files meant for others.
+    """
+    if runtime.device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{source}: runtime.device: got 'cuda', but no CUDA device is available on this "
+                          "machine (torch.cuda.is_available() is False); use auto (CUDA when present) or cpu")
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
@@ -366,6 +386,9 @@ def _parse_value(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: got {value!r}, expected a number")
+        # YAML's .inf and .nan are floats: they would pass every range check written as `x > 0`.
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: got {value!r}, expected a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

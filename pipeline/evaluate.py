@@ -19,9 +19,12 @@ import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
 from pipeline import binary, figures, paths, runtime, tracking
+from pipeline.artifacts import load_torch
 from pipeline.atomic import write_csv, write_text
 from pipeline.config import Params
 from pipeline.cost import cost_metrics
+from pipeline.data import mnist
+from pipeline.data.split import check_classes
 from pipeline.inference import loss_and_accuracy
 from pipeline.learners import build_learner
 from pipeline.prepare import load_prepared
@@ -32,10 +35,8 @@ log = logging.getLogger(__name__)
 
 
 def load_checkpoint(dataset: str, model_name: str, seed: int) -> dict:
-    path = paths.checkpoint_file(dataset, model_name, seed)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `pipeline train --dataset {dataset} --model {model_name}`")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_torch(paths.checkpoint_file(dataset, model_name, seed),
+                      f"pipeline train --dataset {dataset} --model {model_name}")
 
 
 CLASS_NAMES = {"crack": ["negative", "positive"]}
@@ -49,7 +50,13 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     checkpoints = [load_checkpoint(dataset, model_name, seed) for seed in seeds]  # all, before any work
     # The weights come from the checkpoint: no need for (or download of) ImageNet's.
     cfg = dataclasses.replace(cfg, pretrained=False)
+    tracking.check_store()
     data = load_prepared(dataset)
+    # Checked again here, not only by prepare: scikit-learn only warns on a class missing from the
+    # test split, and scores what is left as if nothing were missing (accuracy 1.0 on one class).
+    check_classes({split: data[f"{split}_y"].numpy() for split in ("val", "test")},
+                  CLASS_NAMES.get(dataset) or [str(c) for c in range(mnist.NUM_CLASSES)],
+                  str(paths.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
     runs, cost = [], None
     for seed, checkpoint in zip(seeds, checkpoints):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)

@@ -16,21 +16,28 @@ black, as in the dataset. Crack: the class is "positive" when the crack probabil
 threshold the evaluate stage chose on the validation split (the run's `threshold` metric).
 
 All files are read before anything is classified: one unreadable, missing or non-image file
-stops the command with a message naming each such file, and prints no prediction.
+stops the command with a message naming each such file, and prints no prediction. So does an
+image under half the side of the training images (MNIST 28, crack `prepare.crack.image_size`):
+upscaled from a few pixels it holds nothing the model can read, yet would get a confident answer.
+`--allow-small` classifies such images with a warning. The tracking store is only read: where
+there is none, the command says so instead of creating an empty one.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from pipeline import tracking
+from pipeline.artifacts import read_back
 from pipeline.config import ConfigError, Params
 from pipeline.data import mnist
 from pipeline.data.crack import decode_image
@@ -48,8 +55,12 @@ class Prediction:
 
 
 def main(params: Params, dataset: str, files: list[str], model: str | None = None,
-         as_json: bool = False) -> list[Prediction]:
-    images = read_images(files, image_side(params, dataset))
+         as_json: bool = False, allow_small: bool = False) -> list[Prediction]:
+    if model is not None:
+        params.train_config(dataset, model)  # an unknown name fails with the valid ones
+    images = read_images(files, image_side(params, dataset), allow_small)
+    tracking.check_store()
+    tracking.check_store_exists()
     model_uri, run_id = resolve_model(dataset, model)
     tags, run_params, run_metrics = tracking.run_record(run_id)
     if tags.get("dataset") != dataset:
@@ -59,7 +70,10 @@ def main(params: Params, dataset: str, files: list[str], model: str | None = Non
 
     import mlflow.pyfunc
 
-    mlflow_model = mlflow.pyfunc.load_model(model_uri)
+    rebuild = f"pipeline evaluate --dataset {dataset} --model {tags['model']}"  # logs the run's model
+    mlflow_model = read_back(f"the MLflow model {model_uri} (run {run_id})",
+                             rebuild if model else f"{rebuild}` and `pipeline register",
+                             lambda: mlflow.pyfunc.load_model(model_uri))
     logits = np.asarray(mlflow_model.predict(model_inputs), dtype=np.float64)
     predictions = [Prediction(f, label, p) for f, (label, p)
                    in zip(files, classify(dataset, logits, run_metrics.get("threshold")))]
@@ -73,9 +87,13 @@ def image_side(params: Params, dataset: str) -> int:
     return params.prepare.crack.image_size if dataset == "crack" else mnist.IMAGE_SIZE
 
 
-def read_images(files: list[str], side: int) -> torch.Tensor:
+# Smaller than this share of the training images' side, an image is refused (or, allowed, warned of).
+MIN_SIDE_SHARE = 0.5
+
+
+def read_images(files: list[str], side: int, allow_small: bool = False) -> torch.Tensor:
     """uint8 [N, side, side] of the files, decoded as the prepare stage decodes; DataError naming
-    every file that cannot be, before any is classified."""
+    every file that cannot be, or is much smaller than `side`, before any is classified."""
     if not files:
         raise DataError("no image file given: pass one or more PNG or JPEG files")
     pixels, problems = [], []
@@ -93,6 +111,13 @@ def read_images(files: list[str], side: int) -> torch.Tensor:
                 problems.append(f"{name}: cannot read it ({e.strerror or e})")
                 continue
             try:
+                small = _too_small(data, side)
+                if small and not allow_small:
+                    problems.append(f"{name}: {small}; pass a larger image, or --allow-small to classify "
+                                    "it anyway")
+                    continue
+                if small:
+                    log.warning("%s: %s; classified anyway (--allow-small)", name, small)
                 pixels.append(decode_image(data, side))
             except UnidentifiedImageError:
                 problems.append(f"{name}: not an image Pillow can read (unknown format or empty)")
@@ -102,6 +127,16 @@ def read_images(files: list[str], side: int) -> torch.Tensor:
         raise DataError("cannot classify, fix or leave out these files (PNG or JPEG expected): "
                         + "; ".join(problems))
     return torch.from_numpy(np.stack(pixels))
+
+
+def _too_small(data: bytes, side: int) -> str | None:
+    """Why the image is much smaller than the model's input, or None."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    if min(width, height) < MIN_SIDE_SHARE * side:
+        return (f"{width}x{height} pixels, much smaller than the {side}x{side} images the model was "
+                f"trained on (at least {math.ceil(MIN_SIDE_SHARE * side)} pixels a side)")
+    return None
 
 
 @contextlib.contextmanager

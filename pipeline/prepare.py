@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from pipeline import paths
+from pipeline.artifacts import load_torch
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import CrackPrepareConfig, Params
 from pipeline.data import crack, mnist
 from pipeline.data.errors import DataError
-from pipeline.data.split import stratified_split, stratified_subset
+from pipeline.data.split import check_classes, stratified_split, stratified_subset
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ def _prepare_mnist(params: Params, dataset: str) -> None:
         keep = stratified_subset(train_y.numpy(), cfg.train_limit, cfg.seed)
         train_x, train_y = train_x[keep], train_y[keep]
     fit, val = stratified_split(train_y.numpy(), cfg.val_fraction, cfg.seed)
+    check_classes({"train": train_y[fit].numpy(), "val": train_y[val].numpy(), "test": test_y.numpy()},
+                  [str(d) for d in range(mnist.NUM_CLASSES)], f"the MNIST files in {raw}",
+                  "they are not the official files: run `pipeline download --dataset mnist` again")
 
     # Identifies the exact images and split a model was trained on (an MLflow tag).
     version = hashlib.sha256(
@@ -80,6 +84,12 @@ def _prepare_crack(params: Params) -> None:
         keep = stratified_subset(labels.numpy(), cfg.limit, cfg.seed)
         images, labels, names = images[keep], labels[keep], [names[i] for i in keep]
     parts = split_three_ways(labels.numpy(), cfg)
+    unreadable = {cls: sum(s["file"].startswith(f"{cls}/") for s in skipped) for cls in crack.CLASSES}
+    check_classes({part: labels[index].numpy() for part, index in parts.items()}, list(crack.CLASSES),
+                  f"the crack images in {raw} (from {params.crack_source() or params.download.crack.kaggle_dataset})",
+                  f"files skipped as unreadable or duplicates: {unreadable}. Add readable images of that "
+                  "class to the source (download.crack.source or PIPELINE_CRACK_SOURCE) and run `pipeline "
+                  "download --dataset crack`, or raise prepare.crack.limit")
 
     # Identifies the exact files, decoding and split a model was trained on (an MLflow tag).
     version = hashlib.sha256(json.dumps(
@@ -133,7 +143,4 @@ def split_three_ways(labels: np.ndarray, cfg: CrackPrepareConfig) -> dict[str, n
 
 
 def load_prepared(dataset: str) -> dict:
-    path = paths.prepared_file(dataset)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `pipeline prepare --dataset {dataset}` first")
-    return torch.load(path, weights_only=True)
+    return load_torch(paths.prepared_file(dataset), f"pipeline prepare --dataset {dataset}")

@@ -51,6 +51,7 @@ class Candidate:
 
 
 def main(params: Params) -> dict:
+    tracking.check_store()
     registry = {}
     for dataset in params.train:
         models = params.models(dataset)

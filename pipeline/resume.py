@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pipeline import distributed, tracking
+from pipeline.artifacts import ArtifactError, load_torch
 from pipeline.atomic import atomic_path
 from pipeline.config import TrainConfig
 from pipeline.runtime import World
@@ -59,10 +60,9 @@ class ResumeFile:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as e:  # whatever makes it unreadable, starting over is the safe answer
-            log.warning("ignoring resume file %s, unreadable (%s: %s); training from epoch 1",
-                        self.path, type(e).__name__, e)
+            state = load_torch(self.path, "pipeline train (it starts over)")
+        except (ArtifactError, FileNotFoundError) as e:  # unreadable: starting over is the safe answer
+            log.warning("ignoring the resume file: %s; training from epoch 1", e)
             return None
         if state.get("fingerprint") != self.fingerprint:
             log.info("ignoring resume file %s: made with other settings (training config, data, "
@@ -85,8 +85,15 @@ class ResumeFile:
                         "rng": rng, "progress": progress}, tmp)
 
     def remove(self) -> None:
-        if self.world.is_main:
-            self.path.unlink(missing_ok=True)
+        if not self.world.is_main:
+            return
+        self.path.unlink(missing_ok=True)
+        # The model's, dataset's and .resume folders too once empty: nothing is left to resume.
+        for folder in (self.path.parent, self.path.parent.parent, RESUME_DIR):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another seed's or model's file), or gone already
+                break
 
 
 def _rng_state(generator: torch.Generator, world: World) -> dict:

@@ -104,8 +104,10 @@ class RunLog:
                                       f"{code}; its traceback is above, in this stage's log")
 
 
-def serve(dataset: str, requests, answers) -> None:
-    """The child's loop: one MLflow call per request line, until the stage closes stdin."""
+def serve(dataset: str, requests, answers, interrupted: list | None = None) -> None:
+    """The child's loop: one MLflow call per request line, until the stage closes stdin.
+
+    `interrupted` non-empty at the end: Ctrl-C reached the stage, and a run it left open is FAILED."""
     mlflow, unusable, failure = None, None, None  # failure: a failed log, told at the next request
     try:
         tracking.check_store()
@@ -130,11 +132,13 @@ def serve(dataset: str, requests, answers) -> None:
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
     if mlflow is not None and mlflow.active_run() is not None:
-        # The stage went without ending its run: it was killed. Nobody is left to tell of a failure.
+        # The stage went without ending its run: it was killed, or interrupted before its run was
+        # in its hands (Ctrl-C while the start was answered). Nobody is left to tell of a failure.
+        status = "FAILED" if interrupted else "KILLED"
         try:
-            mlflow.end_run("KILLED")
+            mlflow.end_run(status)
         except Exception as e:
-            print(tracking.describe_failure("cannot mark the killed stage's run KILLED", e), file=sys.stderr)
+            print(tracking.describe_failure(f"cannot mark the stage's run {status}", e), file=sys.stderr)
 
 
 def _answer(dataset: str, request: dict, failure: str | None) -> dict:
@@ -157,13 +161,14 @@ def _answer(dataset: str, request: dict, failure: str | None) -> dict:
 
 def main() -> None:
     # Ctrl-C reaches the whole process group: the stage, which then ends its run as FAILED
-    # through this child, which must still be there to do it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # through this child, which must still be there to do it. Noted, in case the stage cannot.
+    interrupted: list[bool] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(True))
     # Answers go through the original stdout; anything printed (MLflow's "View run ..." lines)
     # goes to stderr, the stage's log.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.argv[1], sys.stdin, answers)
+    serve(sys.argv[1], sys.stdin, answers, interrupted)
     # Every run is stored (each MLflow call commits): skip the interpreter's teardown of
     # mlflow's modules, 0.75 s the stage would wait for.
     for stream in (answers, sys.stdout, sys.stderr):

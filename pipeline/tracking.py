@@ -35,6 +35,8 @@ def _uri_source() -> str:
 
 CHECK_TIMEOUT_S = 5.0
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+# Stores MLflow reaches by itself, with nothing to check here first (Databricks' workspaces).
+OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")
 
 
 def check_store() -> None:
@@ -54,6 +56,29 @@ def check_store() -> None:
         store = Path(uri.removeprefix("file://"))
         _check_directory(store.parent, "the folder that holds the store")
         _check_not_in_temporary_copy(store)
+    elif scheme not in OTHER_SCHEMES:
+        raise _store_error(f"{scheme!r} is not a kind of tracking store MLflow knows",
+                           "Set it to a tracking server (http://host:5000), a database "
+                           "(sqlite:///path/mlflow.db, postgresql://user:password@host/db) or a folder")
+
+
+def check_store_exists() -> None:
+    """Fails unless a local store (sqlite file, folder) is already there: for commands that only
+    read runs, where MLflow would create an empty store and then report the runs missing."""
+    uri = tracking_uri()
+    scheme = uri.partition(":")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        store = make_url(uri).database
+    elif scheme == "file":
+        store = uri.removeprefix("file://")
+    else:
+        return
+    if store and store != ":memory:" and not Path(store).exists():
+        raise _store_error(f"no tracking store at {Path(store).resolve()}",
+                           "Run the pipeline first (`dvc repro`: train, evaluate and register), or set "
+                           "MLFLOW_TRACKING_URI to the store it tracked into")
 
 
 def _store_error(problem: str, fix: str, offer_default: bool = True) -> TrackingError:

@@ -20,6 +20,7 @@ import time
 import torch
 
 from pipeline import distributed, paths, resume, runtime, tracking
+from pipeline.artifacts import read_back
 from pipeline.atomic import atomic_path, write_csv
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
@@ -182,6 +183,11 @@ def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
 
 
 def read_curves(dataset: str, model_name: str, seed: int) -> list[dict]:
-    with paths.curves_file(dataset, model_name, seed).open() as f:
-        return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-                for row in csv.DictReader(f)]
+    path = paths.curves_file(dataset, model_name, seed)
+
+    def read() -> list[dict]:
+        with path.open() as f:
+            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+
+    return read_back(str(path), f"pipeline train --dataset {dataset} --model {model_name}", read)

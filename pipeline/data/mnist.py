@@ -23,6 +23,14 @@ OFFICIAL_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+# Decompressed size of each official file (IDX header + one byte per value): nothing larger is
+# read, so a small gzip that inflates to gigabytes (a "gzip bomb") fails after that many bytes.
+OFFICIAL_SIZE = {
+    "train-images-idx3-ubyte": 16 + 60000 * 28 * 28,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 28 * 28,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
+}
 FILES = [f"{name}.gz" for name in OFFICIAL_MD5]
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -40,9 +48,9 @@ def fetch(dest: Path, mirror: str | None) -> None:
             # Here, not at the top: torchvision costs every stage that reads MNIST 1.7 s of imports.
             from torchvision.datasets import MNIST
 
-            _download_from_any(MNIST.mirrors, filename, dest)
+            shown = _download_from_any(MNIST.mirrors, filename, dest)
         elif scheme in ("http", "https"):
-            _download_from_any([mirror], filename, dest)
+            shown = _download_from_any([mirror], filename, dest)
         else:
             source = Path(mirror) / filename
             if not source.is_file():
@@ -52,10 +60,13 @@ def fetch(dest: Path, mirror: str | None) -> None:
                     "params.yaml or PIPELINE_MNIST_MIRROR, or set it to null to download."
                 )
             shutil.copyfile(source, dest / filename)
-        verify(dest / filename)
+            shown = str(source)
+        # Named by where it came from: the copy in dest is a temp file, gone once this fails.
+        verify(dest / filename, shown)
 
 
-def _download_from_any(mirrors: list[str], filename: str, dest: Path) -> None:
+def _download_from_any(mirrors: list[str], filename: str, dest: Path) -> str:
+    """Downloads `filename` from the first mirror that has it; returns its URL."""
     from torchvision.datasets.utils import download_url
 
     errors = []
@@ -63,7 +74,7 @@ def _download_from_any(mirrors: list[str], filename: str, dest: Path) -> None:
         url = urllib.parse.urljoin(base.rstrip("/") + "/", filename)
         try:
             download_url(url, root=str(dest), filename=filename)  # torchvision's downloader
-            return
+            return url
         except Exception as e:  # a mirror down is normal: try the next one
             errors.append(f"{url}: {e}")
     raise DataError(
@@ -73,32 +84,46 @@ def _download_from_any(mirrors: list[str], filename: str, dest: Path) -> None:
     )
 
 
-def verify(path: Path) -> None:
-    """Raises DataError unless the decompressed content has the official md5."""
+def verify(path: Path, shown: str | None = None) -> None:
+    """Raises DataError unless the decompressed content has the official md5; messages name
+    `shown` (the mirror's file or URL) rather than `path`."""
+    shown = shown or str(path)
     name = path.name.removesuffix(".gz")
     expected = OFFICIAL_MD5[name]
-    actual = hashlib.md5(_decompress(path)).hexdigest()
+    actual = hashlib.md5(_decompress(path, shown)).hexdigest()
     if actual != expected:
         raise DataError(
-            f"{path}: decompressed md5 {actual} is not the official {expected}: the file is "
+            f"{shown}: decompressed md5 {actual} is not the official {expected}: the file is "
             "corrupt or not the official MNIST file. Replace it with an official copy."
         )
 
 
-def _decompress(path: Path) -> bytes:
+def _decompress(path: Path, shown: str | None = None) -> bytes:
+    """The file's content, never more than the official file's size (OFFICIAL_SIZE)."""
+    shown = shown or str(path)
+    limit = OFFICIAL_SIZE[Path(path).name.removesuffix(".gz")]
     try:
         with gzip.open(path, "rb") as f:
-            return f.read()
+            data = f.read(limit + 1)
     except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: not a readable gzip file ({e}); it is truncated or corrupt.") from None
+        raise DataError(f"{shown}: not a readable gzip file ({e}); it is truncated or corrupt. "
+                        "Replace it with an official copy.") from None
+    if len(data) > limit:
+        raise DataError(f"{shown}: decompresses to more than {limit} bytes, the official file's size: "
+                        "not the official MNIST file (or a gzip bomb). Replace it with an official copy.")
+    return data
 
 
 def read_idx(path: Path) -> np.ndarray:
     """Decodes one gzipped IDX file (uint8 data only, as MNIST uses) with its header checked."""
     data = _decompress(path)
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
-    ndim = data[3]
+    # 0x0000080N: unsigned bytes in N dimensions; the file name says N (idx1: labels, idx3: images).
+    ndim = int(Path(path).name.partition("-idx")[2][:1])
+    magic = bytes([0, 0, 0x08, ndim])
+    if data[:4] != magic:
+        raise DataError(f"{path}: bad magic number 0x{data[:4].hex() or 'none'}, expected 0x{magic.hex()} "
+                        f"(an unsigned-byte IDX file of {ndim} dimensions): not the official file. "
+                        "Run `pipeline download --dataset mnist` again.")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header")
@@ -107,7 +132,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) - header != expected:
         raise DataError(
             f"{path}: truncated or corrupt IDX file: header says {expected} values of shape "
-            f"{shape}, file holds {len(data) - header}. Run `pipeline download` again."
+            f"{shape}, file holds {len(data) - header}. Run `pipeline download --dataset mnist` again."
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
