@@ -1,44 +1,68 @@
 """The comparisons the sources make, McNemar's test on them, and which model to use.
 
-Computed from the test predictions only: nothing here is hard-coded but which models the
-sources set against each other (SPEC.md).
+Computed from the test predictions only. Which models a comparison takes is read from their
+registry entries (source, family), never from a list of names: a new model joins the
+comparisons its entry qualifies it for.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.models.registry import ModelSpec
 from pipeline.results import ModelResult
-from pipeline.stats import McNemarResult, mcnemar
+from pipeline.stats import AgainstReported, McNemarResult, beats_reported, mcnemar
 
 ALPHA = 0.05
-SMALL = ("classic_cnn", "lenet5")
-DEEP = ("vgg16", "resnet50", "tiny_vgg", "tiny_resnet")
-RESNET18 = ("resnet18_feature", "resnet18_finetune", "resnet18_progressive")
+
+
+@dataclass(frozen=True)
+class Side:
+    """The models of one side of a comparison: those whose registry entry matches every field given."""
+    family: str | None = None
+    source: str | None = None
+
+    def holds(self, spec: ModelSpec) -> bool:
+        return (self.family is None or spec.family == self.family) and (self.source is None or spec.source == self.source)
 
 
 @dataclass(frozen=True)
 class Comparison:
     title: str
     source: str
-    members: tuple[str, ...]
-    pairs: tuple[tuple[str, str], ...]
+    # The first side is the baseline: each of its models is tested against every other model of
+    # its side and of the other sides (the other sides are not tested among themselves).
+    sides: tuple[Side, ...]
     overlay: bool = False  # validation curves on one chart (lab-B)
 
 
-COMPARISONS = {
-    "mnist": [
-        Comparison("CNN against logistic regression: complexity and accuracy", "lab-C",
-                   ("logreg", "cnn1", "cnn2"), (("logreg", "cnn1"), ("logreg", "cnn2"), ("cnn1", "cnn2"))),
-        Comparison("2 against 3 convolutions", "lab-B", ("keras_cnn2", "keras_cnn3"),
-                   (("keras_cnn2", "keras_cnn3"),), overlay=True),
-        Comparison("Deep against small models", "lab-A", SMALL + DEEP,
-                   (SMALL,) + tuple((deep, small) for deep in DEEP for small in SMALL)),
-    ],
-    "crack": [
-        Comparison("Our small CNN against ResNet-18 transfer learning", "lab-C, course",
-                   ("crack_cnn",) + RESNET18, tuple(("crack_cnn", r) for r in RESNET18)),
-    ],
-}
+COMPARISONS = [
+    Comparison("CNN against logistic regression: complexity and accuracy", "lab-C", (Side(source="lab-C"),)),
+    Comparison("2 against 3 convolutions", "lab-B", (Side(source="lab-B"),), overlay=True),
+    Comparison("Deep against small models", "lab-A", (Side("small", "lab-A"), Side("deep"))),
+    Comparison("Our small CNN against ResNet-18 transfer learning", "lab-C, course",
+               (Side("small", "lab-C"), Side("transfer"))),
+]
+
+
+def sides_present(comparison: Comparison, results: list[ModelResult]) -> list[list[ModelResult]]:
+    """Per side, its trained models in the report's order (params.yaml's)."""
+    return [[r for r in results if side.holds(r.spec)] for side in comparison.sides]
+
+
+def present(comparison: Comparison, results: list[ModelResult]) -> list[ModelResult]:
+    """The comparison's trained models, baseline side first; none unless every side has one and
+    there are two to compare."""
+    sides = sides_present(comparison, results)
+    members = [r for side in sides for r in side]
+    return members if all(sides) and len(members) >= 2 else []
+
+
+def pairs(comparison: Comparison, results: list[ModelResult]) -> list[tuple[ModelResult, ModelResult]]:
+    if not present(comparison, results):
+        return []
+    base, *others = sides_present(comparison, results)
+    within = [(a, b) for i, a in enumerate(base) for b in base[i + 1:]]
+    return within + [(a, b) for a in base for side in others for b in side]
 
 
 @dataclass(frozen=True)
@@ -57,22 +81,14 @@ class PairTest:
         return f"{better} is more accurate"
 
 
-def present(comparison: Comparison, results: list[ModelResult]) -> list[ModelResult]:
-    """The comparison's models that were trained, in the comparison's order."""
-    by_name = {r.name: r for r in results}
-    return [by_name[m] for m in comparison.members if m in by_name]
-
-
-def pair_tests(dataset: str, results: list[ModelResult]) -> list[PairTest]:
+def pair_tests(results: list[ModelResult]) -> list[PairTest]:
     """McNemar's test for every pair the sources compare whose two models were trained."""
-    by_name = {r.name: r for r in results}
     tests, seen = [], set()
-    for comparison in COMPARISONS.get(dataset, []):
-        for a, b in comparison.pairs:
-            if a in by_name and b in by_name and (a, b) not in seen:
-                seen.add((a, b))
-                tests.append(PairTest(a, b, comparison.source,
-                                      mcnemar(by_name[a].correct, by_name[b].correct)))
+    for comparison in COMPARISONS:
+        for a, b in pairs(comparison, results):
+            if (a.name, b.name) not in seen:
+                seen.add((a.name, b.name))
+                tests.append(PairTest(a.name, b.name, comparison.source, mcnemar(a.correct, b.correct)))
     return tests
 
 
@@ -104,3 +120,36 @@ def recommend(results: list[ModelResult]) -> Recommendation:
                                                                  -rt[0].metrics["test_accuracy"]))
     cheaper = sum(cost(r, measure) < cost(best, measure) for r in results)
     return Recommendation(best, cheapest, test, measure, cheaper, len(results))
+
+
+@dataclass(frozen=True)
+class SourceTest:
+    """Our model against the figure its source reports (registry entry's `reported`)."""
+    result: ModelResult
+    test: AgainstReported  # on the first seed's test predictions
+
+    @property
+    def difference(self) -> float:
+        """Our mean test accuracy over the seeds minus the source's, in percentage points."""
+        return 100 * (self.result.metrics["test_accuracy"] - self.test.reported_accuracy)
+
+    @property
+    def verdict(self) -> str:
+        if self.test.significant:
+            return "significantly above the source"
+        return "not significantly above the source" + (" (below it)" if self.difference < 0 else "")
+
+
+def source_tests(results: list[ModelResult]) -> list[SourceTest]:
+    """A one-sided exact binomial test for each model whose source reports a figure on this dataset.
+
+    The first seed's errors, not the seeds pooled: every seed scores the same test images, so
+    pooling would count each image several times as if it were a fresh one.
+    """
+    tests = []
+    for r in results:
+        reported = r.spec.reported
+        if reported is not None and reported.dataset == r.dataset:
+            errors = int((~r.correct).sum())
+            tests.append(SourceTest(r, beats_reported(errors, r.test_size, reported.accuracy)))
+    return tests

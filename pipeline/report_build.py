@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from pipeline import comparisons, figures, paths
-from pipeline.comparisons import Comparison, PairTest, Recommendation
+from pipeline.comparisons import Comparison, PairTest, Recommendation, SourceTest
+from pipeline.data.datasets import get_dataset
 from pipeline.learners import build_learner
 from pipeline.models.summary import layer_table
 from pipeline.prepare import load_prepared
@@ -20,7 +21,6 @@ from pipeline.results import ModelResult, read_csv
 
 log = logging.getLogger(__name__)
 GALLERY_SIZE = 18
-CLASS_NAMES = {"crack": {"0": "no crack", "1": "crack"}}
 
 
 @dataclass
@@ -46,6 +46,7 @@ class DatasetReport:
     results: list[ModelResult]  # best test accuracy first
     models: list[ModelSection]
     tests: list[PairTest]
+    source_tests: list[SourceTest]  # against the figures the sources report
     recommendation: Recommendation
     comparisons: list[ComparisonSection]
     cost_figure: Path
@@ -53,9 +54,9 @@ class DatasetReport:
 
 def build_dataset_report(dataset: str, results: list[ModelResult], out: Path) -> DatasetReport:
     """All figures of one dataset into `out`, and the tables' content."""
-    binary = "threshold" in results[0].metrics
+    binary = get_dataset(dataset).binary
     test_x = load_prepared(dataset)["test_x"]
-    label = label_namer(dataset)
+    label = get_dataset(dataset).class_name
     models = []
     for result in results:
         log.info("report: %s/%s", dataset, result.name)
@@ -65,15 +66,16 @@ def build_dataset_report(dataset: str, results: list[ModelResult], out: Path) ->
     cost_figure = figures.accuracy_against_cost(
         [_cost_point(r, measure) for r in ranked], _measure_label(measure),
         f"{dataset}: accuracy against cost", out / f"{dataset}_accuracy_vs_cost.png")
-    return DatasetReport(dataset, binary, ranked, models, comparisons.pair_tests(dataset, results),
-                         comparisons.recommend(results), comparison_sections(dataset, results, out), cost_figure)
+    return DatasetReport(dataset, binary, ranked, models, comparisons.pair_tests(results),
+                         comparisons.source_tests(results), comparisons.recommend(results),
+                         comparison_sections(dataset, results, out), cost_figure)
 
 
 def model_section(result: ModelResult, test_x: torch.Tensor, label, binary: bool, out: Path) -> ModelSection:
     section = ModelSection(result)
     stem = f"{result.dataset}_{result.name}"
     section.figures["curves"] = figures.learning_curves(result.curves, result.name, out / f"{stem}_curves.png")
-    classes = list(result.per_class["classes"])
+    classes = list(get_dataset(result.dataset).class_names)
     section.figures["confusion"] = figures.confusion_matrix(
         np.array(result.per_class["confusion_matrix"]), classes, f"{result.name}: test confusion matrix",
         out / f"{stem}_confusion.png")
@@ -113,33 +115,18 @@ def error_gallery(result: ModelResult, wrong: list[int], test_x: torch.Tensor, l
 def layer_rows(result: ModelResult) -> list[dict]:
     """Output shape and parameter count per layer (lab-C), as the model was trained: its dataset's
     channels and classes, its input size."""
-    if result.spec.framework != "torch":
-        return numpy_cnn_layers()
+    if result.spec.framework != "torch":  # no torch module to hook: the model lists its own layers
+        return result.spec.build(dataset=result.dataset).layer_table()
     # Shapes and counts only: never ImageNet weights (nor their download).
     cfg = dataclasses.replace(result.cfg, pretrained=False)
     learner = build_learner(result.name, result.dataset, cfg, torch.device("cpu"), 0)
     return layer_table(learner.evaluated, learner.input_shape)
 
 
-def numpy_cnn_layers() -> list[dict]:
-    """lab-D's NumPy CNN has no torch module to hook: its layers from the module's own constants."""
-    from pipeline.models import numpy_cnn as n
-
-    return [
-        {"name": "conv", "type": "conv 3x3, pad 1, no bias", "output_shape": (1, n.IMAGE_SIZE, n.IMAGE_SIZE),
-         "params": n.KERNEL * n.KERNEL},
-        {"name": "relu", "type": "ReLU", "output_shape": (1, n.IMAGE_SIZE, n.IMAGE_SIZE), "params": 0},
-        {"name": "pool", "type": "max-pool 2", "output_shape": (1, n.POOLED, n.POOLED), "params": 0},
-        {"name": "flatten", "type": "flatten", "output_shape": (n.FEATURES,), "params": 0},
-        {"name": "fc", "type": "linear", "output_shape": (n.NUM_CLASSES,),
-         "params": n.FEATURES * n.NUM_CLASSES + n.NUM_CLASSES},
-    ]
-
-
 def comparison_sections(dataset: str, results: list[ModelResult], out: Path) -> list[ComparisonSection]:
     """The sources' comparisons whose models (at least two) were trained, with their charts."""
     sections = []
-    for comparison in comparisons.COMPARISONS.get(dataset, []):
+    for comparison in comparisons.COMPARISONS:
         members = comparisons.present(comparison, results)
         if len(members) < 2:
             continue
@@ -155,11 +142,6 @@ def comparison_sections(dataset: str, results: list[ModelResult], out: Path) -> 
                                                     out / f"{stem}_cost.png")]
         sections.append(ComparisonSection(comparison, members, charts))
     return sections
-
-
-def label_namer(dataset: str):
-    names = CLASS_NAMES.get(dataset, {})
-    return lambda value: names.get(str(value), str(value))
 
 
 def _cost_point(result: ModelResult, measure: str) -> dict:

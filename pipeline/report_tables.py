@@ -1,28 +1,19 @@
-"""The comparison table's columns, as plain-text cells shared by comparison.md and index.html.
+"""Every table of the report as plain-text cells: the one data model that both templates
+(comparison.md and index.html) render, so the two can never disagree.
 
 A metric that older metrics files lack (FLOPs, latency, per-epoch time) shows as "–", never fails.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
+from pipeline.data.datasets import get_dataset
 from pipeline.results import ModelResult
 from pipeline.stats import mean_and_spread, wilson_interval
 
 MISSING = "–"
 
-# What the source material reports for each model (SPEC.md, "Reported results").
-REPORTED = {
-    "lenet5": "98.90%, loss 0.0409 (lab-A)",
-    "vgg16": "96.29%, loss 0.1203, from scratch, undertrained (lab-A)",
-    "resnet50": "92.65%, loss 0.2381, from scratch, undertrained (lab-A)",
-    "classic_cnn": "above 98% after 10 epochs (lab-A)",
-    "keras_cnn2": "99.36%, best epoch 14 of 19, selected on the test set (lab-B)",
-    "keras_cnn3": "98.95%, best epoch 12 of 17, selected on the test set (lab-B)",
-    "simple_cnn": "about 99% (course)",
-    "mlp": "about 98% (course)",
-    "numpy_cnn": "90.51% after 2 epochs, 7.3 samples/s (lab-D)",
-}
 # Binary (crack) metrics shown next to accuracy, as (key in metrics json, column title).
 BINARY_COLUMNS = [("test_precision", "precision"), ("test_recall", "recall"), ("test_f1", "F1"),
                   ("test_roc_auc", "ROC-AUC"), ("threshold", "threshold (val)")]
@@ -88,9 +79,14 @@ def columns(binary: bool) -> list[tuple[str, Callable[[ModelResult], str]]]:
         ("best epoch / run (max)", lambda r: f"{r.metrics['best_epoch']} / {r.metrics['epochs_run']} ({r.cfg.epochs})"),
         ("train time", _train_time),
         ("latency ms/image (batch 1 / 256)", _latency),
-        ("reported by the source", lambda r: REPORTED.get(r.name, "no figure given")),
+        ("reported by the source", reported_text),
     ]
     return cols
+
+
+def reported_text(r: ModelResult) -> str:
+    reported = r.spec.reported
+    return reported.text() if reported is not None and reported.dataset == r.dataset else "no figure given"
 
 
 def numeric(title: str) -> bool:
@@ -145,3 +141,63 @@ def against_baseline(results: list[ModelResult]) -> list[str]:
         lines.append(f"{r.name}: {ratio:.3g}x the parameters of {base.name}, {errors:,} test errors against "
                      f"{base_errors:,} ({change}).")
     return lines
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    numeric: set[int] = field(default_factory=set)  # right-aligned columns, by index
+    row_models: list[str] | None = None  # the model of each row (index.html's data-model)
+    highlight: str | None = None  # the model whose row stands out (the best)
+    id: str | None = None  # index.html's id of the table
+
+
+def comparison_table(d) -> Table:
+    cols = columns(d.binary)
+    return Table([title for title, _ in cols], [[cell(r) for _, cell in cols] for r in d.results],
+                 {i for i, (title, _) in enumerate(cols) if numeric(title)}, [r.name for r in d.results],
+                 d.recommendation.best.name, f"comparison-{d.dataset}")
+
+
+SOURCE_COLUMNS = ["model", "reported by the source", "ours: test accuracy (mean over seeds)", "difference (points)",
+                  "test loss (ours / source)", "our test errors (first seed)", "p-value (one-sided)", "verdict"]
+
+
+def source_table(d) -> Table:
+    rows = []
+    for t in d.source_tests:
+        r, reported = t.result, t.result.spec.reported
+        loss = f"{r.metrics['test_loss']:.4f} / " + (f"{reported.loss:.4f}" if reported.loss is not None else MISSING)
+        rows.append([r.name, reported.text(), f"{100 * r.metrics['test_accuracy']:.2f}%", f"{t.difference:+.2f}",
+                     loss, f"{t.test.errors:,} of {t.test.n:,} (seed {r.seed})", p_value(t.test.p_value), t.verdict])
+    return Table(SOURCE_COLUMNS, rows, {2, 3, 4, 5, 6}, [t.result.name for t in d.source_tests], id=f"source-{d.dataset}")
+
+
+def mcnemar_table(d) -> Table:
+    return Table(MCNEMAR_COLUMNS, [mcnemar_cells(t) for t in d.tests], {2, 3, 4})
+
+
+def members_table(results: list[ModelResult]) -> Table:
+    rows = [[r.name, f"{r.metrics['params']:,}", flops(r.metrics.get("flops_per_image")), accuracy_cell(r),
+             f"{r.metrics['test_loss']:.4f}"] for r in results]
+    return Table(["model", "params", "FLOPs / image", "test accuracy [Wilson CI]", "test loss"], rows, {1, 2, 3, 4})
+
+
+def layers_table(layers: list[dict]) -> Table:
+    rows = [[row["name"], row["type"], "x".join(map(str, row["output_shape"])) if row["output_shape"] else "",
+             f"{row['params']:,}"] for row in layers]
+    rows.append(["total", "", "", f"{sum(row['params'] for row in layers):,}"])
+    return Table(["name", "type", "output shape", "params"], rows, {3})
+
+
+def per_class_rows(r: ModelResult) -> list[tuple[str, dict]]:
+    """(display name, scores) per class: evaluate's keys in label order, named as the dataset names them."""
+    names = get_dataset(r.dataset).class_names
+    return list(zip(names, r.per_class["classes"].values()))
+
+
+def per_class_table(r: ModelResult) -> Table:
+    rows = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1-score']:.4f}", f"{v['support']:,.0f}"]
+            for c, v in per_class_rows(r)]
+    return Table(["class", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4})

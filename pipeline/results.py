@@ -14,8 +14,9 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.config import Params, TrainConfig
+from pipeline.data.datasets import get_dataset
 from pipeline.models import get_model_spec
-from pipeline.models.registry import DATASET_INPUTS, ModelSpec
+from pipeline.models.registry import ModelSpec
 from pipeline.train import read_curves
 
 
@@ -64,15 +65,21 @@ def required_files(dataset: str, model: str, seeds: tuple[int, ...]) -> dict[Pat
         paths.per_class_file(dataset, model): evaluate,
         paths.predictions_file(dataset, model): evaluate,
     }
-    if DATASET_INPUTS[dataset]["num_classes"] == 1:  # binary: ROC and precision-recall points too
+    if get_dataset(dataset).binary:  # ROC and precision-recall points too
         files.update({paths.curve_points_file(dataset, kind, model): evaluate for kind in ("roc", "pr")})
     return files
+
+
+def report_datasets(params: Params) -> tuple[str, ...]:
+    """The datasets the report covers: those params.yaml's `datasets` runs."""
+    # getattr: a Params from before `datasets` existed runs both.
+    return tuple(getattr(params, "datasets", ("mnist", "crack")))
 
 
 def check_inputs(params: Params) -> None:
     """Fails naming every missing input file (and what makes it) before any work starts."""
     missing = []
-    for dataset in params.train:
+    for dataset in report_datasets(params):
         models = params.models(dataset)
         if models and not paths.prepared_file(dataset).exists():
             missing.append(f"{paths.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")

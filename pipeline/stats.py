@@ -1,11 +1,12 @@
-"""The statistics the report rests on: how sure an accuracy is, and whether two models really differ."""
+"""The statistics the report rests on: how sure an accuracy is, whether two models really differ,
+and whether we beat a source's figure. scipy and statsmodels do the maths."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 # Below this many discordant pairs the chi-square approximation is poor, so the exact binomial
 # test is used (the usual rule, e.g. Fagerland, Lydersen & Laake 2013, BMC Med Res Methodol 13:91).
@@ -20,11 +21,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
-    z = float(sps.norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = sps.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)
 
 
 @dataclass(frozen=True)
@@ -51,15 +49,38 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemarResult:
 
 
 def mcnemar_from_counts(b: int, c: int) -> McNemarResult:
-    n = b + c
-    if n == 0:
-        return McNemarResult(b, c, 1.0, "exact binomial")
-    if n < EXACT_BELOW:
-        p = min(1.0, 2 * sps.binom.cdf(min(b, c), n, 0.5))
-        return McNemarResult(b, c, float(p), "exact binomial")
-    statistic = (abs(b - c) - 1) ** 2 / n
-    return McNemarResult(b, c, float(sps.chi2.sf(statistic, 1)), "chi-square, continuity corrected",
-                         statistic)
+    # The concordant cells do not enter the test: zeros stand for them.
+    table = [[0, b], [c, 0]]
+    if b + c < EXACT_BELOW:
+        result = sm_mcnemar(table, exact=True)
+        return McNemarResult(b, c, float(result.pvalue), "exact binomial")
+    result = sm_mcnemar(table, exact=False, correction=True)
+    return McNemarResult(b, c, float(result.pvalue), "chi-square, continuity corrected", float(result.statistic))
+
+
+@dataclass(frozen=True)
+class AgainstReported:
+    errors: int  # our test errors (one run)
+    n: int  # test images
+    reported_accuracy: float
+    p_value: float  # one-sided: P(this few errors or fewer | our error rate were the source's)
+
+    @property
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+
+def beats_reported(errors: int, n: int, reported_accuracy: float) -> AgainstReported:
+    """One-sided exact binomial test of H1 "our error rate is below the source's 1 - accuracy".
+
+    The source's figure is taken as exact (it gives no test-set size or spread of its own).
+    """
+    if n <= 0 or not 0 <= errors <= n:
+        raise ValueError(f"need 0 <= errors <= n and n > 0, got {errors} of {n}")
+    if not 0 < reported_accuracy < 1:
+        raise ValueError(f"a reported accuracy lies in (0, 1), got {reported_accuracy}")
+    result = sps.binomtest(int(errors), int(n), 1 - reported_accuracy, alternative="less")
+    return AgainstReported(int(errors), int(n), reported_accuracy, float(result.pvalue))
 
 
 def mean_and_spread(values: list[float]) -> tuple[float, float]:

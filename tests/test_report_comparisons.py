@@ -37,7 +37,7 @@ def test_the_cheapest_model_statistically_tied_with_the_best_is_recommended():
 def test_only_the_source_pairs_of_trained_models_are_tested():
     results = [_result("logreg", set(range(100)), 7_850), _result("cnn1", set(range(40)), 54_410),
                _result("keras_cnn2", set(range(30)), 113_386)]
-    tests = pair_tests("mnist", results)
+    tests = pair_tests(results)
     assert [(t.a, t.b, t.source) for t in tests] == [("logreg", "cnn1", "lab-C")]
     assert tests[0].verdict == "cnn1 is more accurate"
     assert (tests[0].result.only_a, tests[0].result.only_b) == (0, 60)

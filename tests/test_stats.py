@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stats import mcnemar, mcnemar_from_counts, mean_and_spread, wilson_interval
+from pipeline.stats import beats_reported, mcnemar, mcnemar_from_counts, mean_and_spread, wilson_interval
 
 
 @pytest.mark.parametrize("successes, n, low, high", [
@@ -57,3 +57,20 @@ def test_mean_and_spread():
     assert mean_and_spread([0.98]) == (0.98, 0.0)
     mean, spread = mean_and_spread([0.97, 0.99])
     assert mean == pytest.approx(0.98) and spread == pytest.approx(0.0141421, rel=1e-5)
+
+
+def test_beating_the_source_is_a_one_sided_exact_binomial_test_on_our_errors():
+    # By hand: 100 images, source at 95% (error 0.05). 1 error: P(X <= 1) = 0.95^100 + 100 * 0.05 * 0.95^99
+    # = 0.0059205 + 0.0311606 = 0.0370811, significant at 5%; 2 errors adds 4950 * 0.05^2 * 0.95^98
+    # = 0.0811817: 0.1182628, not significant.
+    one = beats_reported(1, 100, 0.95)
+    assert one.p_value == pytest.approx(0.0370811, abs=1e-6) and one.significant
+    two = beats_reported(2, 100, 0.95)
+    assert two.p_value == pytest.approx(0.1182628, abs=1e-6) and not two.significant
+    # No error in 20 against a 90% source: 0.9^20 = 0.1215767; as many errors as the source: p > 0.5.
+    assert beats_reported(0, 20, 0.90).p_value == pytest.approx(0.1215767, abs=1e-6)
+    assert beats_reported(110, 10_000, 0.989).p_value > 0.5
+    with pytest.raises(ValueError, match="errors"):
+        beats_reported(11, 10, 0.9)
+    with pytest.raises(ValueError, match="reported accuracy"):
+        beats_reported(1, 10, 98.9)  # a percentage, not a fraction

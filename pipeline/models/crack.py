@@ -127,19 +127,19 @@ def _resnet18(in_channels: int, num_classes: int, pretrained: bool) -> nn.Module
     return model
 
 
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3)
+@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
 def resnet18_feature(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
     """Feature extraction: frozen backbone, only the new head trains (Adam 1e-3)."""
     return _resnet18(in_channels, num_classes, pretrained)
 
 
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3)
+@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
 def resnet18_finetune(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
     """Fine-tuning: the whole network trains from the start at a small lr (Adam 1e-4)."""
     return _resnet18(in_channels, num_classes, pretrained)
 
 
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3)
+@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
 def resnet18_progressive(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
     """Progressive: head only for `head_epochs` (Adam 1e-3), then everything (Adam 1e-5)."""
     return _resnet18(in_channels, num_classes, pretrained)

@@ -8,12 +8,28 @@ from typing import Callable
 
 from torch import nn
 
+from pipeline.data.datasets import DATASETS
+
 # The input each dataset feeds a model unless the model asks for another size or channel count.
-# crack: grayscale images (lab-C), one logit (crack or not) for BCEWithLogitsLoss.
-DATASET_INPUTS = {
-    "mnist": {"in_channels": 1, "num_classes": 10, "input_size": 28},
-    "crack": {"in_channels": 1, "num_classes": 1, "input_size": 64},
-}
+DATASET_INPUTS = {d.name: {"in_channels": d.in_channels, "num_classes": d.num_classes, "input_size": d.input_size}
+                  for d in DATASETS.values()}
+
+
+@dataclass(frozen=True)
+class Reported:
+    """The figure a source reports for a model (SPEC.md, "Reported results")."""
+    accuracy: float
+    source: str
+    dataset: str = "mnist"  # every figure the sources give is on MNIST's test set
+    loss: float | None = None
+    qualifier: str = ""  # "about" or "above" when the source gives no exact figure
+    note: str = ""  # how the source got it, in a few words
+
+    def text(self) -> str:
+        """E.g. "98.90%, loss 0.0409 (lab-A)" or "about 99% (course)"."""
+        figure = f"{self.qualifier} {100 * self.accuracy:.0f}%" if self.qualifier else f"{100 * self.accuracy:.2f}%"
+        parts = [figure] + ([f"loss {self.loss:.4f}"] if self.loss is not None else []) + [self.note] * bool(self.note)
+        return ", ".join(parts) + f" ({self.source})"
 
 
 @dataclass(frozen=True)
@@ -31,6 +47,10 @@ class ModelSpec:
     # MNIST reaches a larger side by zero padding (LeNet-5, as LeCun et al.) unless this is set:
     # then it is resized (bilinear), as the deep models read MNIST at 32 or 224.
     resize: bool = False
+    # What the sources' comparisons group it with: linear, mlp, small (CNNs of a few layers),
+    # deep (VGG/ResNet-sized), transfer (an ImageNet backbone), numpy.
+    family: str = "small"
+    reported: Reported | None = None
 
     @property
     def dataset(self) -> str:
@@ -55,7 +75,8 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: str,
-                   framework: str = "torch", in_channels: int | None = None, resize: bool = False):
+                   framework: str = "torch", in_channels: int | None = None, resize: bool = False,
+                   family: str = "small", reported: Reported | None = None):
     """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name.
 
     `dataset`: one dataset or several (the first is the home whose input the defaults follow).
@@ -70,7 +91,7 @@ def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: s
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = ModelSpec(name, datasets, fn, input_size, source, framework, in_channels,
-                                    resize)
+                                    resize, family, reported)
         return fn
 
     return wrap
