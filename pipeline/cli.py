@@ -5,7 +5,7 @@
     pipeline train    --dataset mnist --model lenet5
     pipeline evaluate --dataset mnist --model lenet5
     pipeline report
-    pipeline register          # each dataset's best model -> models:/<dataset>-classifier@champion
+    pipeline register --dataset mnist   # its best model -> models:/mnist-classifier@champion
     pipeline predict --dataset mnist [--model lenet5] [--json] digit.png ...
     pipeline models [--json]
     pipeline profile ci        # merge profiles/ci.yaml into params.yaml
@@ -38,7 +38,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         p.add_argument("--dataset", choices=DATASETS, default="mnist")
         p.add_argument("--model", required=True, help="a name from `pipeline models`")
     sub.add_parser("report")
-    sub.add_parser("register", help="register each dataset's best model as <dataset>-classifier@champion")
+    p = sub.add_parser("register", help="register a dataset's best model as <dataset>-classifier@champion")
+    p.add_argument("--dataset", choices=DATASETS, help="default: each dataset of params.yaml `datasets`")
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int | None:
     from pipeline.config import load_params
 
     params = load_params(args.params)
+    _check_listed(params, args)
     if args.stage == "download":
         from pipeline import download
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int | None:
     elif args.stage == "register":
         from pipeline import register
 
-        register.main(params)
+        register.main(params, args.dataset)
     elif args.stage == "predict":
         from pipeline import predict
 
@@ -107,6 +109,7 @@ def _train(args: argparse.Namespace) -> int | None:
     tracks = os.environ.get("RANK", "0") == "0"
     with RunLog(args.dataset) if tracks else contextlib.nullcontext() as run_log:
         params = load_params(args.params)
+        _check_listed(params, args)
         from pipeline import distributed, train
 
         if distributed.needs_launch(params.runtime.distributed):
@@ -118,6 +121,14 @@ def _train(args: argparse.Namespace) -> int | None:
 
 
 INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
+
+
+def _check_listed(params, args: argparse.Namespace) -> None:
+    """A dataset's stages run only while params.yaml lists it (predict reads a registry instead)."""
+    dataset = getattr(args, "dataset", None)
+    if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
+        raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
+                          f"add {dataset} to it to run its stages")
 
 
 def main(argv: list[str] | None = None) -> int:

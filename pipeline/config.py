@@ -209,6 +209,10 @@ class Params:
     download: DownloadConfig
     prepare: PrepareSection
     runtime: RuntimeConfig
+    # The datasets whose stages and report sections run, in the report's order. DVC has no
+    # conditionals, so dvc.yaml's model stages iterate over train.<dataset>: a dataset left out
+    # here must have `train.<dataset>: {}` (checked below, with the fix in the message).
+    datasets: tuple[str, ...] = DATASETS
     # dataset -> model name -> settings; the order is the order of the report.
     train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
     # Every model trains once per seed (weights, shuffling, subsets); the report shows the mean
@@ -217,6 +221,22 @@ class Params:
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
+        _check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
+               and set(self.datasets) <= set(DATASETS), "datasets", list(self.datasets),
+               f"a non-empty list of distinct names out of {', '.join(DATASETS)}, e.g. [mnist]")
+        for dataset in DATASETS:
+            models = list(self.train.get(dataset) or {})
+            if dataset in self.datasets and not models:
+                raise ConfigError(f"datasets lists {dataset} but train.{dataset} has no models: add one "
+                                  f"(see `pipeline models`) or leave {dataset} out of datasets")
+            if dataset not in self.datasets and models:
+                raise ConfigError(
+                    f"train.{dataset}: got models {', '.join(models)} but {dataset} is not in datasets "
+                    f"{list(self.datasets)}: set `{dataset}: {{}}` under train (dvc.yaml runs a stage for "
+                    f"each model there), or add {dataset} to datasets")
+        for dataset in self.train:
+            if dataset not in DATASETS:
+                raise ConfigError(f"train.{dataset}: unknown dataset; known: {', '.join(DATASETS)}")
 
     def mnist_mirror(self) -> str | None:
         return os.environ.get(MNIST_MIRROR_ENV) or self.download.mnist.mirror

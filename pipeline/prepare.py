@@ -1,6 +1,6 @@
 """Stage `prepare`: decode the raw files once and split them.
 
-    pipeline prepare --dataset mnist       # writes data/mnist/prepared.pt
+    pipeline prepare --dataset mnist       # writes data/mnist/prepared.pt and prepare_report.json
     pipeline prepare --dataset crack       # writes data/crack/prepared.pt and prepare_report.json
 
 Output: uint8 image tensors and int64 labels for train / val / test, so that training never
@@ -66,6 +66,11 @@ def _prepare_mnist(params: Params, dataset: str) -> None:
     target = paths.prepared_file(dataset)
     with atomic_path(target) as tmp:
         torch.save(splits, tmp)
+    # The same record as crack's (every dataset's prepare stage declares one as its metrics).
+    counts = {part: {str(k): int(n) for k, n in enumerate(torch.bincount(splits[f"{part}_y"], minlength=10))}
+              for part in SPLITS}
+    report = {"data_version": version, "limit": cfg.train_limit, "splits": counts}
+    write_text(paths.prepare_report_file(dataset), json.dumps(report, indent=2) + "\n")
     log.info(
         "%s: train %d, val %d, test %d images (data version %s) -> %s",
         dataset, len(fit), len(val), len(test_y), version, target,

@@ -1,8 +1,8 @@
-"""Stage `register`: the best evaluated model of each dataset becomes its registry champion.
+"""Stage `register`: the best evaluated model of a dataset becomes its registry champion.
 
-    pipeline register
-    # registers models:/mnist-classifier@champion and models:/crack-classifier@champion in the
-    # MLflow Model Registry and writes metrics/registry.json
+    pipeline register --dataset mnist
+    # registers models:/mnist-classifier@champion in the MLflow Model Registry and writes
+    # metrics/registry/mnist.json; without --dataset: each dataset of params.yaml `datasets`
 
 The champion is the model of `params.yaml`'s train.<dataset> with the highest test accuracy in
 metrics/<dataset>/<model>.json (its mean over the seeds), registered from the logged model of its
@@ -10,6 +10,7 @@ best seed's MLflow run (metrics/<dataset>/seeds/<model>.json), which must carry 
 an input example so that `mlflow models serve` can check requests against it. One registered model
 per dataset, named `<dataset>-classifier`: what a client binds to is the task; which architecture
 wins can change from one run of the pipeline to the next, and each winner is a new version.
+One stage per dataset (DVC's register@<dataset>), so a dataset runs and registers on its own.
 
 Idempotent: if the champion alias already points at a version of the chosen run, nothing is
 registered; if an older version holds that run (the alias moved away and back), the alias moves
@@ -24,13 +25,17 @@ from pathlib import Path
 
 from pipeline import paths, tracking
 from pipeline.atomic import write_text
-from pipeline.config import Params
+from pipeline.config import ConfigError, Params
 from pipeline.data.errors import DataError
 
 log = logging.getLogger(__name__)
 
 ALIAS = "champion"
-REGISTRY_FILE = Path("metrics") / "registry.json"  # the stage's output: what is registered now
+
+
+def registry_file(dataset: str) -> Path:
+    """The stage's output: what is registered now for `dataset`."""
+    return Path("metrics") / "registry" / f"{dataset}.json"
 
 
 def registered_name(dataset: str) -> str:
@@ -50,24 +55,26 @@ class Candidate:
     run_accuracy: float
 
 
-def main(params: Params) -> dict:
+def main(params: Params, dataset: str | None = None) -> dict:
+    """Registers the champion of `dataset` (None: of each listed dataset); returns {dataset: entry}."""
+    if dataset is not None and dataset not in params.datasets:
+        raise ConfigError(f"dataset {dataset!r} is not in params.yaml datasets {list(params.datasets)}")
     tracking.check_store()
-    registry = {}
-    for dataset in params.train:
-        models = params.models(dataset)
-        if not models:
-            continue
-        best = choose_champion([candidate(dataset, m) for m in models])
-        entry = tracking.register_champion(registered_name(dataset), ALIAS, best.run_id, best.run_accuracy,
-                                           {"dataset": dataset, "model": best.model})
-        # No record of whether this run registered anything: the file is the same either way.
-        registry[dataset] = {"name": entry["name"], "version": entry["version"], "alias": ALIAS,
-                             "uri": champion_uri(dataset), "run_id": best.run_id, "model": best.model,
-                             "test_accuracy": best.test_accuracy, "run_test_accuracy": best.run_accuracy}
-        log.info("%s: champion %s (test accuracy %.4f) is %s version %s (%s)", dataset, best.model,
-                 best.test_accuracy, entry["name"], entry["version"], entry["change"])
-    write_text(REGISTRY_FILE, json.dumps(registry, indent=2) + "\n")
-    return registry
+    return {d: register_dataset(d, params.models(d)) for d in ([dataset] if dataset else params.datasets)}
+
+
+def register_dataset(dataset: str, models: list[str]) -> dict:
+    best = choose_champion([candidate(dataset, m) for m in models])
+    entry = tracking.register_champion(registered_name(dataset), ALIAS, best.run_id, best.run_accuracy,
+                                       {"dataset": dataset, "model": best.model})
+    # No record of whether this run registered anything: the file is the same either way.
+    record = {"name": entry["name"], "version": entry["version"], "alias": ALIAS,
+              "uri": champion_uri(dataset), "run_id": best.run_id, "model": best.model,
+              "test_accuracy": best.test_accuracy, "run_test_accuracy": best.run_accuracy}
+    log.info("%s: champion %s (test accuracy %.4f) is %s version %s (%s)", dataset, best.model,
+             best.test_accuracy, entry["name"], entry["version"], entry["change"])
+    write_text(registry_file(dataset), json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def candidate(dataset: str, model: str) -> Candidate:

@@ -31,6 +31,8 @@ def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_l
         raw["train"]["mnist"] = {m: raw["train"]["mnist"][m] for m in models}
     if crack_models is not None:
         raw["train"]["crack"] = {m: raw["train"]["crack"][m] for m in crack_models}
+    if crack_models == []:  # a dataset without models is left out (params.yaml `datasets`)
+        raw["datasets"] = ["mnist"]
     merge_overrides(raw, {
         "download": {"mnist": {"mirror": str(SHARED_MNIST)}, "crack": {"source": str(SHARED_CRACK)}},
         "prepare": {"mnist": {"train_limit": train_limit}, "crack": {"limit": 400, "image_size": 32}},

@@ -64,7 +64,7 @@ def repo(tmp_path_factory, shared_mnist, shared_crack):
 
 def test_repro_produces_every_declared_output(repo):
     root, env, first = repo
-    assert "Running stage 'download_mnist'" in first.stdout
+    assert "Running stage 'download@mnist'" in first.stdout
     for model in MODELS:
         metrics = json.loads((root / "metrics" / "mnist" / f"{model}.json").read_text())
         assert 0.5 < metrics["test_accuracy"] <= 1.0
@@ -148,5 +148,6 @@ def test_changing_one_model_reruns_only_that_model_and_the_report(repo):
     params["train"]["mnist"]["logreg"]["lr"] = 0.02
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)
-    # Neither the download, the split nor the other models' stages are touched.
-    assert sorted(status) == ["evaluate_mnist@logreg", "report", "train_mnist@logreg"]
+    # Neither the download, the split nor the other models' stages are touched; register@mnist
+    # reads train.mnist (its candidates).
+    assert sorted(status) == ["evaluate_mnist@logreg", "register@mnist", "report", "train_mnist@logreg"]

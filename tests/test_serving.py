@@ -76,12 +76,12 @@ def test_register_picks_the_most_accurate_model_and_its_logged_model(registered)
     root, params = registered
     accuracy = {m: json.loads(paths.metrics_file("mnist", m).read_text())["test_accuracy"] for m in MNIST_MODELS}
     assert accuracy["mlp"] > accuracy["logreg"]
-    entry = json.loads(register.REGISTRY_FILE.read_text())["mnist"]
+    entry = json.loads(register.registry_file("mnist").read_text())
     (seed_run,) = json.loads(paths.seed_metrics_file("mnist", "mlp").read_text())
     assert entry == {"name": "mnist-classifier", "version": 1, "alias": "champion",
                      "uri": "models:/mnist-classifier@champion", "run_id": seed_run["mlflow_run_id"],
                      "model": "mlp", "test_accuracy": accuracy["mlp"], "run_test_accuracy": accuracy["mlp"]}
-    crack = json.loads(register.REGISTRY_FILE.read_text())["crack"]
+    crack = json.loads(register.registry_file("crack").read_text())
     assert (crack["name"], crack["model"], crack["version"]) == ("crack-classifier", "crack_cnn", 1)
 
     client = mlflow.MlflowClient()
@@ -99,10 +99,10 @@ def test_register_again_creates_no_version_and_follows_the_champion(registered):
     client = mlflow.MlflowClient()
     versions = lambda: sorted(int(v.version) for v in client.search_model_versions("name = 'mnist-classifier'"))  # noqa: E731
     champion = lambda: client.get_model_version_by_alias("mnist-classifier", "champion")  # noqa: E731
-    before = register.REGISTRY_FILE.read_text()
+    before = register.registry_file("mnist").read_text()
     register.main(params)
     assert versions() == [1] and int(champion().version) == 1
-    assert register.REGISTRY_FILE.read_text() == before
+    assert register.registry_file("mnist").read_text() == before
 
     # Only logreg configured: it becomes the champion, a new version.
     only_logreg = shrunk_params(models=["logreg"], crack_models=["crack_cnn"])
@@ -111,7 +111,7 @@ def test_register_again_creates_no_version_and_follows_the_champion(registered):
     # Back to both: the alias returns to version 1, which already holds mlp's run.
     register.main(params)
     assert versions() == [1, 2] and int(champion().version) == 1
-    assert register.REGISTRY_FILE.read_text() == before
+    assert register.registry_file("mnist").read_text() == before
 
 
 def test_register_refuses_a_metrics_file_that_does_not_match_its_run(registered):

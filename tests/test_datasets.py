@@ -1,0 +1,134 @@
+"""params.yaml `datasets`: which datasets run. Validated with the key named; with [mnist] the real
+`dvc repro` (in a temp git repo, on a small slice of the real MNIST) runs no crack stage and needs
+no Kaggle credentials, and the crack download's failure says how to run without it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import download
+from pipeline.config import ConfigError, parse_params
+from pipeline.data.errors import DataError
+from tests.conftest import REPO, real_params_dict, shrunk_params, shrunk_params_dict
+
+
+def _error(raw) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_params(raw)
+    return str(e.value)
+
+
+def test_real_params_run_both_datasets_in_report_order():
+    assert parse_params(real_params_dict()).datasets == ("mnist", "crack")
+
+
+@pytest.mark.parametrize("bad, expected", [
+    ([], "a non-empty list"),
+    (["mnist", "mnist"], "distinct"),
+    (["mnist", "cifar"], "out of mnist, crack"),
+    ("mnist", "expected a list"),
+])
+def test_bad_datasets_are_named_with_the_valid_names(bad, expected):
+    raw = real_params_dict()
+    raw["datasets"] = bad
+    msg = _error(raw)
+    assert msg.startswith("params.yaml: datasets") and expected in msg and repr(bad) in msg
+
+
+def test_a_left_out_dataset_with_models_says_how_to_leave_it_out():
+    raw = real_params_dict()
+    raw["datasets"] = ["mnist"]
+    msg = _error(raw)
+    assert "train.crack" in msg and "crack_cnn" in msg and "`crack: {}`" in msg and "['mnist']" in msg
+    raw["train"]["crack"] = {}
+    params = parse_params(raw)
+    assert params.datasets == ("mnist",) and params.models("crack") == []
+
+
+def test_a_listed_dataset_needs_models():
+    raw = real_params_dict()
+    raw["train"]["crack"] = {}
+    msg = _error(raw)
+    assert "datasets lists crack but train.crack has no models" in msg
+
+
+def test_an_unknown_dataset_under_train_is_named():
+    raw = real_params_dict()
+    raw["train"]["cifar"] = {}
+    assert "train.cifar: unknown dataset; known: mnist, crack" in _error(raw)
+
+
+def test_a_left_out_dataset_stage_is_refused_without_traceback(tmp_path):
+    raw = shrunk_params_dict(models=["logreg"], crack_models=[])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "download", "--dataset", "crack"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "datasets is ['mnist'], without crack" in proc.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_crack_download_failure_says_how_to_run_mnist_alone(tmp_path, monkeypatch):
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "PIPELINE_CRACK_SOURCE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.kaggle
+    monkeypatch.chdir(tmp_path)
+    params = shrunk_params(download={"crack": {"source": None}})
+    with pytest.raises(DataError) as e:
+        download.main(params, "crack")
+    assert "no Kaggle credentials" in str(e.value) and "`datasets: [mnist]`" in str(e.value)
+    assert not (tmp_path / "data" / "crack" / "raw").exists()
+
+
+def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.slow
+def test_mnist_alone_runs_its_stages_only_without_kaggle_credentials(tmp_path, shared_mnist):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    raw = shrunk_params_dict(models=["logreg"], crack_models=[], epochs=1, train_limit=500)
+    raw["download"]["crack"]["source"] = None  # the Kaggle default: reached, it would fail here
+    assert raw["datasets"] == ["mnist"] and raw["train"]["crack"] == {}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "HOME": str(tmp_path / "home"),  # no ~/.kaggle
+           "PYTHONPATH": str(root),  # the stages run the copy of pipeline/ that DVC hashes
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    for var in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "PIPELINE_GROUP",
+                "PIPELINE_MNIST_MIRROR", "PIPELINE_CRACK_SOURCE"):
+        env.pop(var, None)
+    _sh(["git", "init", "-q"], root, env)
+    _sh(["dvc", "init", "-q"], root, env)
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root, env)
+
+    listed = _sh(["dvc", "stage", "list", "--name-only"], root, env).stdout.split()
+    assert sorted(listed) == ["download@mnist", "evaluate_mnist@logreg", "prepare@mnist", "register@mnist",
+                              "report", "train_mnist@logreg"]
+    ran = _sh(["dvc", "repro"], root, env).stdout
+    assert sorted(line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")) == sorted(listed)
+    assert not (root / "data" / "crack").exists() and not (root / "metrics" / "crack").exists()
+
+    entry = json.loads((root / "metrics" / "registry" / "mnist.json").read_text())
+    assert (entry["name"], entry["model"], entry["uri"]) == ("mnist-classifier", "logreg",
+                                                              "models:/mnist-classifier@champion")
+    assert not (root / "metrics" / "registry" / "crack.json").exists()
+    report = (root / "reports" / "comparison.md").read_text()
+    assert "## MNIST" in report and "logreg" in report and "CRACK" not in report
+    assert (root / "reports" / "index.html").stat().st_size > 0
+    assert json.loads((root / "data" / "mnist" / "prepare_report.json").read_text())["limit"] == 500
