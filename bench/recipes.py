@@ -55,11 +55,17 @@ def main() -> None:
     parser.add_argument("--dataset", default="mnist", choices=["mnist", "crack"])
     parser.add_argument("--prepared", type=Path, default=None,
                         help="a prepare stage's prepared.pt to take train/val from (crack: required)")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--recipe", action="append", required=True, help="name:key=value,...")
+    parser.add_argument("--model")
+    parser.add_argument("--recipe", action="append", help="name:key=value,...")
+    parser.add_argument("--table", action="store_true", help="print --log's rows as a Markdown table and stop")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: params.yaml's")
     parser.add_argument("--log", type=Path, default=REPO / "bench" / "recipes.jsonl")
     args = parser.parse_args()
+    if args.table:
+        print_table(args.log)
+        return
+    if not args.model or not args.recipe:
+        parser.error("--model and at least one --recipe are needed (or --table)")
 
     params = load_params(REPO / "params.yaml")
     base = params.train_config(args.dataset, args.model)
@@ -96,6 +102,7 @@ def main() -> None:
                       flush=True)
             best = max(range(len(accuracies)), key=accuracies.__getitem__)
             row = {"dataset": args.dataset, "model": args.model, "recipe": name, "changes": changes, "seed": seed,
+                   "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seeds"},
                    "val_last": accuracies[-1], "val_best": accuracies[best], "best_epoch": best + 1,
                    "val_curve": accuracies, "s_per_epoch": statistics.median(seconds),
                    "train_images": len(train), "machine": machine_info()}
@@ -103,6 +110,18 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"| {args.model} | {name} | {seed} | {100 * accuracies[-1]:.2f}% | "
                   f"{100 * accuracies[best]:.2f}% ({best + 1}) | {statistics.median(seconds):.1f} |", flush=True)
+
+
+def print_table(log: Path) -> None:
+    """Every recipe tried, per model, best validation accuracy first."""
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    print("| dataset | model | recipe (changes to the model's params.yaml entry) | train images | epochs | "
+          "val acc, last epoch | s/epoch |")
+    print("|---|---|---|---:|---:|---:|---:|")
+    for r in sorted(rows, key=lambda r: (r.get("dataset", "mnist"), r["model"], -r["val_last"])):
+        changes = ", ".join(f"{k}={v}" for k, v in r["changes"].items())
+        print(f"| {r.get('dataset', 'mnist')} | {r['model']} | {r['recipe']}: {changes} | {r['train_images']} | "
+              f"{len(r['val_curve'])} | {100 * r['val_last']:.2f}% | {r['s_per_epoch']:.1f} |")
 
 
 if __name__ == "__main__":
