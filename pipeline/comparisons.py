@@ -22,7 +22,8 @@ class Side:
     source: str | None = None
 
     def holds(self, spec: ModelSpec) -> bool:
-        return (self.family is None or spec.family == self.family) and (self.source is None or spec.source == self.source)
+        return ((self.family is None or spec.family == self.family)
+                and (self.source is None or spec.source == self.source))
 
 
 @dataclass(frozen=True)

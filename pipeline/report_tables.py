@@ -171,7 +171,8 @@ def source_table(d) -> Table:
         loss = f"{r.metrics['test_loss']:.4f} / " + (f"{reported.loss:.4f}" if reported.loss is not None else MISSING)
         rows.append([r.name, reported.text(), f"{100 * r.metrics['test_accuracy']:.2f}%", f"{t.difference:+.2f}",
                      loss, f"{t.test.errors:,} of {t.test.n:,} (seed {r.seed})", p_value(t.test.p_value), t.verdict])
-    return Table(SOURCE_COLUMNS, rows, {2, 3, 4, 5, 6}, [t.result.name for t in d.source_tests], id=f"source-{d.dataset}")
+    return Table(SOURCE_COLUMNS, rows, {2, 3, 4, 5, 6}, [t.result.name for t in d.source_tests],
+                 id=f"source-{d.dataset}")
 
 
 def mcnemar_table(d) -> Table:

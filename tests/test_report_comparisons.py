@@ -1,9 +1,11 @@
 """Which model the report recommends, and which pairs it tests, from paired test predictions."""
 from __future__ import annotations
 
-from pipeline.comparisons import pair_tests, recommend
+import math
+
+from pipeline.comparisons import pair_tests, recommend, source_tests
 from pipeline.models import get_model_spec
-from pipeline.report_tables import recommendation_line
+from pipeline.report_tables import SOURCE_COLUMNS, recommendation_line, source_table
 from pipeline.results import ModelResult
 from tests.conftest import shrunk_params
 
@@ -41,3 +43,36 @@ def test_only_the_source_pairs_of_trained_models_are_tested():
     assert [(t.a, t.b, t.source) for t in tests] == [("logreg", "cnn1", "lab-C")]
     assert tests[0].verdict == "cnn1 is more accurate"
     assert (tests[0].result.only_a, tests[0].result.only_b) == (0, 60)
+
+
+def _by_hand(errors: int, n: int, accuracy: float) -> float:
+    """P(at most `errors` errors in n images at the source's error rate): the binomial sum, term by term."""
+    q = 1 - accuracy
+    return sum(math.comb(n, k) * q**k * (1 - q) ** (n - k) for k in range(errors + 1))
+
+
+def test_each_reported_figure_is_set_against_ours_with_a_one_sided_binomial_test():
+    # lenet5: lab-A reports 98.90% (error 0.011). 3 errors in 1,000: sum_{k<=3} C(1000,k) .011^k .989^(1000-k)
+    # = 0.004754, significant; 8 errors (99.2%): 0.2305, above the source but not significantly.
+    # cnn1: no reported figure, no row. numpy_cnn (90.51%, lab-D) with 100 errors (90.0%): below it.
+    lenet, close = _result("lenet5", set(range(3)), 61_706), _result("lenet5", set(range(8)), 61_706)
+    rows = source_tests([_result("cnn1", set(), 54_410), lenet, _result("numpy_cnn", set(range(100)), 1_979)])
+    assert [t.result.name for t in rows] == ["lenet5", "numpy_cnn"]
+    assert math.isclose(rows[0].test.p_value, _by_hand(3, N, 0.989))
+    assert math.isclose(rows[0].test.p_value, 0.0047542, rel_tol=1e-4)
+    assert rows[0].verdict == "significantly above the source" and math.isclose(rows[0].difference, 0.8)
+    (near,) = source_tests([close])
+    assert math.isclose(near.test.p_value, _by_hand(8, N, 0.989))
+    assert math.isclose(near.test.p_value, 0.2305, abs_tol=1e-4)
+    assert near.verdict == "not significantly above the source"
+    assert rows[1].verdict == "not significantly above the source (below it)"
+    assert math.isclose(rows[1].difference, -0.51)
+
+    class Dataset:  # the two fields source_table reads of a DatasetReport
+        dataset, source_tests = "mnist", rows
+
+    table = source_table(Dataset)
+    assert table.header == SOURCE_COLUMNS and table.row_models == ["lenet5", "numpy_cnn"]
+    assert table.rows[0] == ["lenet5", "98.90%, loss 0.0409 (lab-A)", "99.70%", "+0.80", "0.1000 / 0.0409",
+                             "3 of 1,000 (seed 12)", "0.005", "significantly above the source"]
+    assert table.rows[1][1:4] == ["90.51%, after 2 epochs, 7.3 samples/s (lab-D)", "90.00%", "-0.51"]

@@ -5,15 +5,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import yaml
 
@@ -98,6 +101,9 @@ def test_page_renders_in_headless_chromium(reported):
                 f"return Array.from(document.querySelectorAll('#comparison-{dataset} tbody tr'))"
                 ".map(r => r.dataset.model)")
             assert sorted(rows) == sorted(models)
+        sources = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#source-mnist tbody tr')).map(r => r.dataset.model)")
+        assert sources == ["numpy_cnn"]  # of the three, only lab-D's model has a reported figure
         assert "Which model?" in browser.find_element("css selector", "#mnist .verdict").text
         # The screenshot a person would see, every model's section opened, for the CI artifacts.
         browser.execute_script("document.querySelectorAll('details').forEach(d => d.open = true)")
@@ -106,7 +112,12 @@ def test_page_renders_in_headless_chromium(reported):
         artifacts = Path(os.environ.get("CI_ARTIFACTS_DIR") or REPO / "artifacts")
         artifacts.mkdir(parents=True, exist_ok=True)
         shot = artifacts / "report_index.png"
-        assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
+        assert browser.save_screenshot(str(shot))
+        from PIL import Image
+
+        pixels = np.asarray(Image.open(shot).convert("L"), float)
+        # A blank or all-one-colour page has (almost) no variance; text, tables and figures have plenty.
+        assert pixels.shape[0] > 1600 and pixels.var() > 200, f"screenshot looks blank (variance {pixels.var():.0f})"
     finally:
         browser.quit()
 
@@ -119,6 +130,83 @@ def test_page_is_self_contained(reported):
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
     # No request leaves the file: no http(s) resource, no relative file beside it.
     assert not re.search(r'(src|href)="(https?:|//|figures/)', html)
+
+
+class _Tables(HTMLParser):
+    """Each <table id=...> of the page as rows of cell texts, with each row's data-model."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self._table, self._row, self._cell = {}, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id"):
+            self._table = self.tables.setdefault(attrs["id"], [])
+        elif tag == "tr" and self._table is not None and "data-model" in attrs:
+            self._row = [attrs["data-model"]]
+        elif tag == "td" and self._row is not None:
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._row is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self._table.append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+
+
+def _tables(ws: Path) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(_html(ws))
+    return parser.tables
+
+
+def test_every_model_has_its_row_and_each_reported_figure_its_test(reported):
+    ws, _, _ = reported
+    tables = _tables(ws)
+    for dataset, models in (("mnist", MNIST_MODELS), ("crack", CRACK_MODELS)):
+        assert sorted(row[0] for row in tables[f"comparison-{dataset}"]) == sorted(models)
+    assert "source-crack" not in tables  # no source reports a crack figure
+    (row,) = tables["source-mnist"]
+    with open(ws / paths.predictions_file("mnist", "numpy_cnn")) as f:
+        predictions = list(csv.DictReader(f))
+    n, errors = len(predictions), sum(r["actual"] != r["predicted"] for r in predictions)
+    accuracy = json.loads((ws / paths.metrics_file("mnist", "numpy_cnn")).read_text())["test_accuracy"]
+    # lab-D's 90.51%, error rate 0.0949: P(at most our errors) term by term, in logs (n is 10,000).
+    by_hand = sum(math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+                           + k * math.log(0.0949) + (n - k) * math.log(0.9051)) for k in range(errors + 1))
+    p = f"{by_hand:.1e}" if by_hand < 1e-3 else f"{by_hand:.3f}"
+    verdict = "significantly above the source" if by_hand < 0.05 else "not significantly above the source"
+    assert row[:5] == ["numpy_cnn", "numpy_cnn", "90.51%, after 2 epochs, 7.3 samples/s (lab-D)",
+                       f"{100 * accuracy:.2f}%", f"{100 * (accuracy - 0.9051):+.2f}"]
+    assert row[6:8] == [f"{errors:,} of {n:,} (seed 12)", p] and row[8].startswith(verdict)
+    md = (ws / "reports" / "comparison.md").read_text()
+    assert (f"| numpy_cnn | 90.51%, after 2 epochs, 7.3 samples/s (lab-D) | {100 * accuracy:.2f}% | "
+            f"{100 * (accuracy - 0.9051):+.2f} |") in md
+
+
+def test_only_the_datasets_params_lists_are_reported(reported, tmp_path, monkeypatch):
+    ws, _, _ = reported
+    params = _params()
+    if not hasattr(params, "datasets"):
+        pytest.skip("Params.datasets is not merged yet")
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy, ignore=shutil.ignore_patterns("crack"))  # no crack input at all
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    report.main(dataclasses.replace(params, datasets=("mnist",)))
+    tables = _tables(copy)
+    assert "comparison-mnist" in tables and "comparison-crack" not in tables
+    assert '<section id="crack">' not in _html(copy)
+    assert "## CRACK" not in (copy / "reports" / "comparison.md").read_text()
 
 
 def test_tables_statistics_and_verdict_are_computed_from_the_predictions(reported):
