@@ -113,10 +113,17 @@ def unused_code_deps(dvc_yaml: Path) -> dict[str, list[str]]:
     unused = {}
     for name, (module, deps) in stage_code(dvc_yaml).items():
         rels = [str(p.relative_to(REPO)) for p in imported_files(module)]
-        extra = [d for d in deps if d.split("/")[0] == PACKAGE and not any(_covers(d, r) for r in rels)]
+        extra = [d for d in deps if _is_code(d) and not any(_covers(d, r) for r in rels)]
         if extra:
             unused[name] = extra
     return unused
+
+
+def _is_code(dep: str) -> bool:
+    """A dep under pipeline/ holding Python; a folder without any (the report's templates) is
+    data its stage reads."""
+    path = REPO / dep
+    return dep.split("/")[0] == PACKAGE and not (path.is_dir() and not any(path.rglob("*.py")))
 
 
 def test_every_stage_lists_every_module_its_command_imports():
@@ -144,7 +151,7 @@ def test_removing_any_code_dep_is_caught(tmp_path):
     checked = 0
     for name, stage in raw["stages"].items():
         body = stage.get("do", stage)
-        for dep in [d for d in body["deps"] if d.split("/")[0] == PACKAGE]:
+        for dep in [d for d in body["deps"] if _is_code(d)]:
             copy = yaml.safe_load((REPO / "dvc.yaml").read_text())
             copy_body = copy["stages"][name].get("do", copy["stages"][name])
             copy_body["deps"].remove(dep)
