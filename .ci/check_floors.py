@@ -30,7 +30,9 @@ for dataset, models in floors.items():
         metrics = json.loads(path.read_text())
         accuracy = metrics["test_accuracy"]
         status = "ok" if accuracy >= floor else "BELOW FLOOR"
-        seeds = f" (mean of {metrics['seeds']} seeds, std {metrics['test_accuracy_std']:.4f})" if metrics.get("seeds", 1) > 1 else ""
+        seeds = ""
+        if metrics.get("seeds", 1) > 1:
+            seeds = f" (mean of {metrics['seeds']} seeds, std {metrics['test_accuracy_std']:.4f})"
         source = f", reported {reported.accuracy:.4f} ({reported.source})" if reported else ""
         print(f"{dataset:6} {model:20} test accuracy {accuracy:.4f}{seeds}  floor {floor:.4f}{source}  {status}")
         if accuracy < floor:

@@ -69,7 +69,8 @@ def measure(params, model: str, variant: str, images, labels, steps: int, seed: 
 
 
 def profile(params, model: str, images, labels, steps: int, seed: int) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     learner = learner_for(params, model, "channels_last", seed)
     batch = learner.cfg.batch_size

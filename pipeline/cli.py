@@ -46,7 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a model of params.yaml (default: the registry's champion)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     p.add_argument("--allow-small", action="store_true",
-                   help="classify images under half the training images' side, with a warning, instead of refusing them")
+                   help="classify images under half the training images' side with a warning, "
+                        "instead of refusing them")
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")

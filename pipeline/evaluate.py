@@ -119,6 +119,7 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
         predicted = logits.argmax(1).numpy()
         probabilities, curves = None, {}
     class_names = CLASS_NAMES.get(dataset) or [str(c) for c in range(logits.shape[1])]
+    matrix = confusion_matrix(actual, predicted, labels=range(len(class_names))).tolist()
     report = classification_report(actual, predicted, labels=range(len(class_names)),
                                    target_names=class_names, output_dict=True, zero_division=0)
     metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
@@ -126,7 +127,7 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
     return {"metrics": metrics, "actual": actual, "predicted": predicted, "probabilities": probabilities,
             "curves": curves, "class_names": class_names,
             "per_class": {"classes": {c: report[c] for c in class_names},
-                          "confusion_matrix": confusion_matrix(actual, predicted, labels=range(len(class_names))).tolist(),
+                          "confusion_matrix": matrix,
                           "test_size": int(len(actual))}}
 
 

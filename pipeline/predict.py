@@ -6,7 +6,8 @@
 The model: by default the dataset's champion in the MLflow Model Registry
 (`models:/<dataset>-classifier@champion`, set by `pipeline register`), i.e. what
 `mlflow models serve` serves, so both answer alike; with --model, that model's run of this
-workspace that `pipeline register` would pick (its best seed, metrics/<dataset>/seeds/<model>.json). Either way the run's logged model does the maths.
+workspace that `pipeline register` would pick (its best seed, metrics/<dataset>/seeds/<model>.json).
+Either way the run's logged model does the maths.
 
 Preprocessing is the training's: every file is decoded as the prepare stage decodes crack
 photos (grayscale, resized with Lanczos to the cached side: `prepare.crack.image_size` for crack,

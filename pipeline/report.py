@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+
 from pipeline import html_report, paths, results, tracking
 from pipeline.atomic import atomic_dir, write_text
 from pipeline.config import Params

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import evaluate, paths, register, train, tracking
+from pipeline import evaluate, paths, register, tracking, train
 from pipeline.config import Params, parse_params
 from pipeline.predict import model_input
 from tests.conftest import shrunk_params, shrunk_params_dict
