@@ -28,7 +28,7 @@ def read_back(what: str, rebuild: str, load: Callable[[], T]) -> T:
         raise FileNotFoundError(f"{what} not found: run `{rebuild}` first") from None
     except Exception as e:  # noqa: BLE001 - whatever the reader's failure, the file is unusable
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ArtifactError(f"{what} cannot be read: truncated or corrupt ({type(e).__name__}: {first}). "
+        raise ArtifactError(f"{what} cannot be read (damaged or incomplete: {type(e).__name__}: {first}). "
                             f"Rebuild it with `{rebuild}`") from None
 
 

@@ -172,8 +172,8 @@ def _on_ctrl_c(interrupted: list[bool]):
 
 def _interrupted(args: argparse.Namespace) -> int:
     if args.stage == "train":
-        what = ("no checkpoint was written and its MLflow run is marked FAILED; run it again to go on "
-                "from the last finished epoch")
+        what = ("the seed in training wrote no checkpoint and its MLflow run is marked FAILED; run the "
+                "stage again to go on from its last finished epoch")
     else:
         what = "no output was written (each is written whole or not at all); run it again"
     print(f"pipeline {args.stage}: interrupted: {what}", file=sys.stderr)

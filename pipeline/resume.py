@@ -51,6 +51,7 @@ class ResumeFile:
 
     def __init__(self, dataset: str, model: str, seed: int, fingerprint: str, world: World = World()):
         self.path = resume_file(dataset, model, seed)
+        self.rebuild = f"pipeline train --dataset {dataset} --model {model}"
         self.fingerprint = fingerprint
         self.world = world
 
@@ -60,7 +61,7 @@ class ResumeFile:
         if not self.path.exists():
             return None
         try:
-            state = load_torch(self.path, "pipeline train (it starts over)")
+            state = load_torch(self.path, self.rebuild)
         except (ArtifactError, FileNotFoundError) as e:  # unreadable: starting over is the safe answer
             log.warning("ignoring the resume file: %s; training from epoch 1", e)
             return None

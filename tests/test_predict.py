@@ -66,7 +66,18 @@ def test_predict_classifies_mnist_pngs_like_the_evaluate_stage(registered, digit
     assert predicted == [int(row["predicted"]) for row in _evaluated("mnist", "mlp")[:N_DIGITS]]
     # mlp after one epoch on 1,800 images: 25 of these 30 right (measured, deterministic).
     assert (np.array(predicted) == labels).sum() >= 24
-    assert all(0.1 <= p["probability"] <= 1.0 for p in answer["predictions"])
+    # The probability is the softmax of the champion's own checkpoint on the same test images.
+    from pipeline.evaluate import load_checkpoint
+    from pipeline.learners import build_learner
+    from pipeline.prepare import load_prepared
+
+    _, params = registered
+    learner = build_learner("mlp", "mnist", params.train_config("mnist", "mlp"), torch.device("cpu"), 12,
+                            params.runtime)
+    learner.load_state_dict(load_checkpoint("mnist", "mlp", 12)["state_dict"])
+    logits = learner.logits(load_prepared("mnist")["test_x"][:N_DIGITS], 1000)
+    expected = torch.softmax(logits.double(), 1).max(1).values.tolist()
+    assert [p["probability"] for p in answer["predictions"]] == pytest.approx(expected, abs=1e-5)
 
 
 def test_predict_resizes_larger_colour_digits_as_the_data_pipeline_does(registered, digits, capsys):
@@ -140,7 +151,11 @@ def test_unreadable_files_are_named_and_nothing_is_printed(registered, digits, c
 
 def test_no_registered_champion_says_how_to_register(registered, digits, capsys, monkeypatch, tmp_path):
     files, _ = digits
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.MlflowClient(uri).search_experiments()  # a store with no registered model (predict makes none)
     code, out, err = _predict(capsys, "--dataset", "mnist", files[0])
     assert code == 2 and out == ""
     assert "no model is registered as mnist-classifier@champion" in err and "`pipeline register`" in err
