@@ -44,7 +44,9 @@ def save_model(path, mlflow_model, network, spec: dict, preset, signature, input
     if isinstance(network, torch.nn.Module):
         import mlflow.pytorch
 
-        mlflow.pytorch.save_model(network, str(path), **common)
+        # Pickle, not MLflow 3's default pt2: pt2 traces the network on a tensor example under a
+        # tensor signature, and this model's example and requests are image files too.
+        mlflow.pytorch.save_model(network, str(path), serialization_format="pickle", **common)
         data = path / mlflow_model.flavors["python_function"]["data"]
         (data / "preset.pkl").write_bytes(pickle.dumps(preset))
         (data / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
@@ -70,7 +72,7 @@ def _load_pyfunc(data_path: str) -> "ImageClassifier":
     import mlflow.pytorch
     import torch
 
-    model = mlflow.pytorch.load_model(str(data.parent)).eval()
+    model = mlflow.pytorch.load_model(str(data.parent))  # saved in eval mode (served_model)
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

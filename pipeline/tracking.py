@@ -266,8 +266,8 @@ def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path]
     """Adds test metrics, figures, the test split as a dataset input and the logged model (which
     takes image files, pipeline.serving) to the training run.
 
-    `servable`: {"preset", "spec", "images"} -- how the model reads images, and a few real ones
-    for its input example; `test_split`: dataset_input()'s arguments for the test split.
+    `servable`: {"preset", "spec", "images"} -- how the model reads images, and real ones for its
+    input example; `test_split`: dataset_input()'s arguments for the test split.
     """
     import time
 
@@ -307,11 +307,12 @@ def _log_model(run_id: str, model, servable: dict) -> None:
     if binary:
         outputs += [ColSpec("double", f"{spec['classes'][1]}_probability"), ColSpec("double", "threshold")]
 
-    # The example is a real test image, as a client posts it: MLflow shows it in the UI and, at
-    # logging, serves it once through the loader above (a broken model fails here, not in use).
+    # The example is a real test image, as a client posts it: the UI shows it, and at logging
+    # MLflow serves it once through pipeline.serving's loader (a broken model fails here).
     input_example = pd.DataFrame({serving.IMAGE_COLUMN: [serving.encode_png(img) for img in servable["images"]]})
     Model.log(
-        name="model", flavor=serving, run_id=run_id, network=model, spec=spec, preset=servable["preset"],
+        artifact_path=None, name="model", flavor=serving, run_id=run_id, network=model, spec=spec,
+        preset=servable["preset"],
         # No input schema: one served model takes two forms (image files, tensors) that one MLflow
         # schema cannot describe; serving.ImageClassifier checks each request itself.
         signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
@@ -332,7 +333,13 @@ def log_dataset(run_id: str, name: str, digest: str, source: str, context: str, 
         def profile(self):
             return sizes
 
-    dataset = PreparedSplits(resolve_dataset_source(source), name=name, digest=digest)
+    import warnings
+
+    with warnings.catch_warnings():
+        # MLflow registers its local artifact source twice (file:// and no scheme) and warns it
+        # picked one of the two, which are the same class.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        dataset = PreparedSplits(resolve_dataset_source(source), name=name, digest=digest)
     client = _mlflow().MlflowClient(tracking_uri())
     client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
                                                      [InputTag("mlflow.data.context", context)])])

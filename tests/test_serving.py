@@ -111,7 +111,7 @@ def test_register_picks_the_most_accurate_model_and_its_logged_model(registered)
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["class", "probability"]
     assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
     assert "pytorch" in info.flavors  # mlflow.pytorch.load_model still loads the network
-    assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"
+    assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"  # an image
     requirements = mlflow.pyfunc.get_model_dependencies(entry["uri"])
     assert {"torch", "pillow", "numpy"} <= {line.split("==")[0] for line in Path(requirements).read_text().split()}
 
