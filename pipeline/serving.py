@@ -63,7 +63,7 @@ def save_model(path, mlflow_model, network, spec: dict, preset, signature, input
         mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), **common)
 
 
-def _load_pyfunc(data_path: str) -> "ImageClassifier":
+def _load_pyfunc(data_path: str, model_config=None) -> "ImageClassifier":
     data = Path(data_path)
     spec = json.loads((data / SPEC_FILE).read_text())
     if (data / "network.pkl").exists():

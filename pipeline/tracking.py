@@ -237,7 +237,9 @@ def prepared_dataset(dataset: str, context: str, sizes: dict[str, int]) -> dict:
     from pipeline import paths
 
     prepared = paths.prepared_file(dataset)
-    return {"name": f"{dataset}-prepared", "digest": file_md5(prepared), "source": str(prepared.resolve()),
+    # One name per use: MLflow keeps a run's input of a (name, digest) once, whatever its context.
+    name = f"{dataset}-prepared" if context == "training" else f"{dataset}-prepared-{context}"
+    return {"name": name, "digest": file_md5(prepared), "source": str(prepared.resolve()),
             "context": context, "sizes": sizes}
 
 
@@ -328,10 +330,13 @@ def log_dataset(run_id: str, name: str, digest: str, source: str, context: str, 
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.entities import DatasetInput, InputTag
 
-    class PreparedSplits(MetaDataset):
+    class PreparedSplits(MetaDataset):  # MetaDataset stores no profile of its own
         @property
         def profile(self):
             return sizes
+
+        def to_dict(self):
+            return {**super().to_dict(), "profile": json.dumps(sizes)}
 
     import warnings
 
