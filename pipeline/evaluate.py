@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from pipeline import binary, figures, paths, runtime, tracking
+from pipeline import binary, figures, paths, runtime, serving, tracking
 from pipeline.artifacts import load_torch
 from pipeline.atomic import write_csv, write_text
 from pipeline.config import Params
@@ -154,8 +154,12 @@ def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, dat
         if curves:
             artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
                                                 model_name, Path(tmp) / "roc_pr.png"))
-        tracking.log_evaluation(run_id, {k: float(v) for k, v in metrics.items()},
-                                artifacts, learner.served_model(), learner.example_input(data["test_x"][:4]))
+        sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
+        tracking.log_evaluation(run_id, {k: float(v) for k, v in metrics.items()}, artifacts,
+                                learner.served_model(),
+                                serving.servable(learner, dataset, data["test_x"], scored["class_names"],
+                                                 metrics.get("threshold")),
+                                tracking.prepared_dataset(dataset, "evaluation", sizes))
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:

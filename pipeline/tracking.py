@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -218,23 +219,53 @@ def run_group(params_file: Path = Path("params.yaml")) -> str:
     return f"{git_commit()[:10]}-{digest}"
 
 
+# MLflow 3's UI opens an experiment by its kind; without the tag it guesses GenAI and opens on
+# traces. The value is the one the UI names CUSTOM_MODEL_DEVELOPMENT (MLflow 3.17's build).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def open_experiment(dataset: str):
-    """mlflow, its store opened and the dataset's experiment made the active one."""
+    """mlflow, its store opened and the dataset's experiment made the active one, declared as
+    model training so the UI opens it on its runs."""
     mlflow = _mlflow()
-    mlflow.set_experiment(dataset)
+    experiment = mlflow.set_experiment(dataset)
+    if experiment.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        mlflow.MlflowClient(tracking_uri()).set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
     return mlflow
 
 
 def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    """Opens the model's run in the dataset's experiment; returns its id (left active)."""
+    """Opens the model's run in the dataset's experiment, its prepared data as the run's dataset
+    input; returns its id (left active)."""
+    from pipeline import paths
+
     mlflow = open_experiment(dataset)
+    seed = tags.get("seed")
+    command = f"pipeline train --dataset {dataset} --model {model}"
     run = mlflow.start_run(
-        run_name=model,
+        run_name=f"{model}-seed{seed}" if seed else model,
         tags={"model": model, "dataset": dataset, "git_commit": git_commit(),
-              "pipeline_group": run_group(), **tags},
+              "pipeline_group": run_group(),
+              # The UI's Source column: the stage's command, not this logging child's file name.
+              "mlflow.source.name": command, "mlflow.source.type": "LOCAL",
+              "mlflow.project.entryPoint": command, **tags},
     )
     mlflow.log_params(params)
+    if paths.prepared_file(dataset).exists():
+        log_dataset(run.info.run_id, **prepared_dataset(dataset, "training", {
+            split: int(params[f"{split}_size"]) for split in ("train", "val", "test") if f"{split}_size" in params}))
     return run.info.run_id
+
+
+def prepared_dataset(dataset: str, context: str, sizes: dict[str, int]) -> dict:
+    """log_dataset()'s arguments for the dataset's prepared file."""
+    from pipeline import paths
+
+    prepared = paths.prepared_file(dataset)
+    # One name per use: MLflow keeps a run's input of a (name, digest) once, whatever its context.
+    name = f"{dataset}-prepared" if context == "training" else f"{dataset}-prepared-{context}"
+    return {"name": name, "digest": file_md5(prepared), "source": str(prepared.resolve()),
+            "context": context, "sizes": sizes}
 
 
 def log_epoch(metrics: dict[str, float], epoch: int) -> None:
@@ -257,62 +288,100 @@ def describe_failure(what: str, error: Exception) -> str:
     return f"{what} in {redacted(tracking_uri())} ({_describe(error)})"
 
 
-def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, example) -> None:
-    """Adds test metrics, figures and the logged model (with its signature) to the training run."""
+def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, servable: dict,
+                   test_split: dict | None = None) -> None:
+    """Adds test metrics, figures, the test split as a dataset input and the logged model (which
+    takes image files, pipeline.serving) to the training run.
+
+    `servable`: {"preset", "spec", "images"} -- how the model reads images, and real ones for its
+    input example; `test_split`: dataset_input()'s arguments for the test split.
+    """
+    import time
+
+    from mlflow.entities import Metric
+
     mlflow = _mlflow()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(metrics)
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        _log_model(mlflow, model, example)
+    # Through the client, not start_run: the run keeps the end time its training gave it, so the
+    # UI's duration is the training's.
+    client = mlflow.MlflowClient(tracking_uri())
+    mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)  # where its model goes
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    if test_split:
+        log_dataset(run_id, **test_split)
+    _log_model(run_id, model, servable)
 
 
-def _log_model(mlflow, model, example) -> None:
-    import mlflow.pyfunc
-    import mlflow.pytorch
+def _log_model(run_id: str, model, servable: dict) -> None:
     import numpy as np
+    import pandas as pd
+    import PIL
     import torch
-    from mlflow.models import infer_signature
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
 
-    if isinstance(model, torch.nn.Module):
-        with torch.inference_mode():
-            output = model(torch.from_numpy(example)).numpy()
-        mlflow.pytorch.log_model(
-            model, name="model", signature=infer_signature(example, output), input_example=example,
-            # Explicit requirements: MLflow's inference of them imports the model in a subprocess.
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
-        return
-    # The NumPy CNN has no MLflow flavour: a pyfunc model that carries its weights and, through
-    # code_paths, the package that defines its forward pass.
-    wrapped = _numpy_pyfunc(mlflow.pyfunc.PythonModel, model.state_dict())
-    mlflow.pyfunc.log_model(
-        name="model", python_model=wrapped, input_example=example,
-        signature=infer_signature(example, wrapped.predict(None, example)),
-        code_paths=[str(Path(__file__).resolve().parent)],
-        pip_requirements=[f"numpy=={np.__version__}"],
+    from pipeline import serving
+
+    spec = servable["spec"]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"] if isinstance(model, torch.nn.Module) else []
+    # Explicit requirements: MLflow's inference of them imports the model in a subprocess. Pillow
+    # decodes the posted images; numpy does the NumPy CNN's maths.
+    requirements += [f"numpy=={np.__version__}", f"pillow=={PIL.__version__}"]
+    binary = len(spec["classes"]) == 2
+    outputs = [ColSpec("string", "class"), ColSpec("double", "probability")]
+    if binary:
+        outputs += [ColSpec("double", f"{spec['classes'][1]}_probability"), ColSpec("double", "threshold")]
+
+    # The example is a real test image, as a client posts it: the UI shows it, and at logging
+    # MLflow serves it once through pipeline.serving's loader (a broken model fails here).
+    input_example = pd.DataFrame({serving.IMAGE_COLUMN: [serving.encode_png(img) for img in servable["images"]]})
+    Model.log(
+        artifact_path=None, name="model", flavor=serving, run_id=run_id, network=model, spec=spec,
+        preset=servable["preset"],
+        # No input schema: one served model takes two forms (image files, tensors) that one MLflow
+        # schema cannot describe; serving.ImageClassifier checks each request itself.
+        signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
+        pip_requirements=requirements, code_paths=[str(Path(__file__).resolve().parent)],
     )
 
 
-def _numpy_pyfunc(base: type, state: dict):
-    """A pyfunc model: uint8 images (N,28,28) -> logits (N,10) of lab-D's NumPy CNN.
+def log_dataset(run_id: str, name: str, digest: str, source: str, context: str, sizes: dict[str, int]) -> None:
+    """A dataset input of the run (the UI's Dataset column): name, digest (the DVC md5 of the
+    prepared file, so `dvc.lock` names the same bytes), source (its path) and the split sizes
+    as its profile; `context`: "training" or "evaluation"."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
 
-    The class is made here, not at module level, so that importing this module does not import
-    mlflow; cloudpickle stores such a class by value.
-    """
+    class PreparedSplits(MetaDataset):  # MetaDataset stores no profile of its own
+        @property
+        def profile(self):
+            return sizes
 
-    class NumpyCNNPyfunc(base):
-        def __init__(self) -> None:
-            self.state = state
+        def to_dict(self):
+            return {**super().to_dict(), "profile": json.dumps(sizes)}
 
-        def predict(self, context, model_input, params=None):
-            from pipeline.models.numpy_cnn import NumpyCNN
+    import warnings
 
-            model = NumpyCNN()
-            model.load_state_dict(self.state)
-            return model.forward(model_input)
+    with warnings.catch_warnings():
+        # MLflow registers its local artifact source twice (file:// and no scheme) and warns it
+        # picked one of the two, which are the same class.
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+        dataset = PreparedSplits(resolve_dataset_source(source), name=name, digest=digest)
+    client = _mlflow().MlflowClient(tracking_uri())
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(),
+                                                     [InputTag("mlflow.data.context", context)])])
 
-    return NumpyCNNPyfunc()
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC records for a file output in dvc.lock."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class TrackingError(RuntimeError):

@@ -1,4 +1,8 @@
-"""The real `dvc repro` in a temp git repo on small slices of the real MNIST and crack images."""
+"""The real `dvc repro` in a temp git repo on small slices of the real MNIST and crack images.
+
+One repro is built per module and committed (metrics, plots and dvc.lock in git, as a user
+commits them); every test works on its own copy of it, so none depends on another's order.
+"""
 from __future__ import annotations
 
 import json
@@ -17,8 +21,12 @@ from tests.conftest import REPO, shrunk_params_dict
 pytestmark = pytest.mark.slow
 MODELS = ["logreg", "keras_cnn2", "keras_cnn3"]
 CRACK_MODELS = ["crack_cnn"]
+# What DVC caches and pushes; everything under metrics/ travels in git instead.
 CACHED_OUTS = ["data/mnist/raw", "data/mnist/prepared.pt", "data/crack/raw", "data/crack/prepared.pt",
-               "models", "reports"]
+               "data/crack/prepare_report.json", "models", "reports"]
+# Test accuracy of the tiny run (3,000 MNIST images, 2 epochs; 400 crack images at 32x32), measured
+# on CPU; floors just below, well above chance (0.1 for MNIST, 0.5 for crack).
+ACCURACY_FLOORS = {"logreg": 0.80, "keras_cnn2": 0.80, "keras_cnn3": 0.80, "crack_cnn": 0.70}
 
 
 def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -37,9 +45,25 @@ def _crack_slice(shared_crack: Path, dest: Path, per_class: int = 200) -> Path:
     return dest
 
 
+def _commit(root: Path, env: dict, message: str) -> None:
+    _sh(["git", "add", "-A"], root, env)
+    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message], root, env)
+
+
+def _env(root: Path) -> dict:
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    for name in ("PIPELINE_GROUP", "PIPELINE_MNIST_MIRROR", "PIPELINE_CRACK_SOURCE"):
+        env.pop(name, None)
+    return env
+
+
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, shared_mnist, shared_crack):
-    root = tmp_path_factory.mktemp("repo")
+def built(tmp_path_factory, shared_mnist, shared_crack):
+    """A repo after one `dvc repro`, committed; read only: tests that change it take `repo`."""
+    root = tmp_path_factory.mktemp("built") / "repo"
+    root.mkdir()
     crack = _crack_slice(shared_crack, tmp_path_factory.mktemp("crack") / "images")
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
@@ -48,31 +72,39 @@ def repo(tmp_path_factory, shared_mnist, shared_crack):
     raw["train"]["mnist"]["logreg"]["seeds"] = [12, 13]  # a model with two seeds through the DAG
     raw["download"]["crack"]["source"] = str(crack)
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    env.pop("PIPELINE_GROUP", None)
-    env.pop("PIPELINE_MNIST_MIRROR", None)
-    env.pop("PIPELINE_CRACK_SOURCE", None)
+    env = _env(root)
     _sh(["git", "init", "-q"], root, env)
     _sh(["dvc", "init", "-q"], root, env)
-    _sh(["git", "add", "-A"], root, env)
-    _sh(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"], root, env)
+    _commit(root, env, "init")
     first = _sh(["dvc", "repro"], root, env)
+    _commit(root, env, "repro")  # what a user commits after a repro: dvc.lock and metrics/
     return root, env, first
 
 
-def test_repro_produces_every_declared_output(repo):
-    root, env, first = repo
+@pytest.fixture
+def repo(built, tmp_path):
+    """This test's own copy of the built repo: workspace, git history, DVC cache and MLflow store."""
+    root = tmp_path / "repo"
+    shutil.copytree(built[0], root, symlinks=True)
+    return root, _env(root)
+
+
+def _metric(root: Path, dataset: str, model: str) -> dict:
+    return json.loads((root / "metrics" / dataset / f"{model}.json").read_text())
+
+
+def test_repro_produces_every_declared_output(built):
+    root, env, first = built
     assert "Running stage 'download@mnist'" in first.stdout
     for model in MODELS:
-        metrics = json.loads((root / "metrics" / "mnist" / f"{model}.json").read_text())
-        assert 0.5 < metrics["test_accuracy"] <= 1.0
+        metrics = _metric(root, "mnist", model)
+        assert ACCURACY_FLOORS[model] < metrics["test_accuracy"] <= 1.0, (model, metrics["test_accuracy"])
         seeds = [12, 13] if model == "logreg" else [12]
         assert sorted(p.name for p in (root / "models" / "mnist" / model).iterdir()) == [f"seed{s}.pt" for s in seeds]
         assert metrics["seeds"] == len(seeds)
-    metrics = json.loads((root / "metrics" / "crack" / "crack_cnn.json").read_text())
-    assert 0.5 < metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["threshold"] < 1.0
+    metrics = _metric(root, "crack", "crack_cnn")
+    assert ACCURACY_FLOORS["crack_cnn"] < metrics["test_accuracy"] <= 1.0, metrics["test_accuracy"]
+    assert 0.0 < metrics["threshold"] < 1.0
     prepared = json.loads((root / "data" / "crack" / "prepare_report.json").read_text())
     assert prepared["image_size"] == 32
     report = (root / "reports" / "comparison.md").read_text()
@@ -86,8 +118,18 @@ def test_repro_produces_every_declared_output(repo):
         assert f"figures/{png}" in report
 
 
-def test_mlflow_holds_one_run_per_model_with_identical_metric_names(repo):
-    root, env, _ = repo
+def test_metrics_and_plots_are_committed_to_git_and_models_are_not(built):
+    root, env, _ = built
+    tracked = set(_sh(["git", "ls-files"], root, env).stdout.split())
+    assert {"dvc.lock", "metrics/mnist/logreg.json", "metrics/mnist/seeds/logreg.json",
+            "metrics/mnist/curves/logreg/seed13.csv", "metrics/crack/roc/crack_cnn.csv",
+            "metrics/registry/mnist.json", "metrics/registry/crack.json"} <= tracked
+    assert not [path for path in tracked if path.startswith(("models/", "reports/", "data/"))]
+    assert _sh(["git", "status", "--porcelain"], root, env).stdout == ""  # nothing left out
+
+
+def test_mlflow_holds_one_run_per_model_with_identical_metric_names(built):
+    root, env, _ = built
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("mnist")
     runs = client.search_runs([experiment.experiment_id])
@@ -98,18 +140,49 @@ def test_mlflow_holds_one_run_per_model_with_identical_metric_names(repo):
     assert len({r.data.tags["pipeline_group"] for r in runs}) == 1  # grouped as one repro
 
 
-def test_metrics_show_reports_the_same_figures(repo):
-    root, env, _ = repo
+def test_every_run_names_its_data_by_the_dvc_hash_and_lasts_its_training(built):
+    root, env, _ = built
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    (prepared,) = lock["stages"]["prepare@mnist"]["outs"]
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["logreg-seed12", "logreg-seed13", "keras_cnn2-seed12", "keras_cnn3-seed12"])
+    for run in runs:
+        inputs = {({t.key: t.value for t in i.tags}["mlflow.data.context"]): i.dataset
+                  for i in run.inputs.dataset_inputs}
+        assert sorted(inputs) == ["evaluation", "training"]
+        assert {d.digest for d in inputs.values()} == {prepared["md5"]}  # what dvc.lock names
+        assert json.loads(inputs["evaluation"].profile)["test"] == 10000
+        # The run's time is its training's: evaluation adds to it without reopening it.
+        duration_s = (run.info.end_time - run.info.start_time) / 1000
+        assert duration_s < run.data.metrics["train_seconds"] + 15, (run.info.run_name, duration_s)
+        assert run.data.tags["mlflow.source.name"].startswith("pipeline train --dataset mnist")
+
+
+def test_metrics_show_prints_one_table_per_dataset_with_models_as_rows(built):
+    root, env, _ = built
     shown = json.loads(_sh(["dvc", "metrics", "show", "--json"], root, env).stdout)
     data = next(iter(shown.values()))["data"]
+    # The models' files only: the prepare report is an output, not a model's metrics.
+    assert sorted(data) == sorted([f"metrics/mnist/{m}.json" for m in MODELS]
+                                  + [f"metrics/crack/{m}.json" for m in CRACK_MODELS])
     for model in MODELS:
         path = f"metrics/mnist/{model}.json"
-        on_disk = json.loads((root / path).read_text())
-        assert data[path]["data"]["test_accuracy"] == on_disk["test_accuracy"]
+        assert data[path]["data"]["test_accuracy"] == _metric(root, "mnist", model)["test_accuracy"]
+    for dataset, models in (("mnist", MODELS), ("crack", CRACK_MODELS)):
+        table = _sh(["dvc", "metrics", "show", f"metrics/{dataset}"], root, env).stdout.splitlines()
+        header, rows = table[0].split(), table[1:]
+        assert header[0] == "Path" and "test_accuracy" in header
+        assert sorted(row.split()[0] for row in rows if row.strip()) == sorted(
+            f"metrics/{dataset}/{m}.json" for m in models)
+        assert "image_size" not in header and "skipped" not in table[0]
+        # Crack's binary metrics stay in crack's table: mnist's has no empty columns for them.
+        assert ("test_roc_auc" in header) == (dataset == "crack")
 
 
 def test_second_repro_is_a_no_op(repo):
-    root, env, _ = repo
+    root, env = repo
     again = _sh(["dvc", "repro"], root, env)
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
@@ -117,37 +190,81 @@ def test_second_repro_is_a_no_op(repo):
     assert len(client.search_runs([client.get_experiment_by_name("mnist").experiment_id])) == len(MODELS) + 1
 
 
-def test_a_clone_pulls_every_output_from_the_remote_and_reruns_nothing(repo, tmp_path):
-    """What a second machine does: push to a shared remote (a local folder here, S3 or SSH the
-    same), then with no cache and no outputs, pull instead of recomputing."""
-    root, env, _ = repo
+def _tree(root: Path, paths: list[str]) -> dict[str, bytes]:
+    """Every file under `paths` (relative name -> bytes)."""
+    files = {}
+    for path in paths:
+        top = root / path
+        for file in ([top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())):
+            files[str(file.relative_to(root))] = file.read_bytes()
+    return files
+
+
+def test_a_fresh_clone_pulls_every_output_and_reruns_nothing(repo, tmp_path):
+    """What a second machine does: the first pushes to a shared remote (a local folder here, S3
+    or SSH the same) and commits; the second clones, pulls, and has everything without a run."""
+    root, env = repo
     remote = tmp_path / "dvc-remote"
     _sh(["dvc", "remote", "add", "-d", "shared", str(remote)], root, env)
-    try:
-        _sh(["dvc", "push"], root, env)
-        assert any(remote.rglob("*")) and any(p.is_file() for p in remote.rglob("*"))
-        shutil.rmtree(root / ".dvc" / "cache")
-        # The cached outputs only: metrics (cache: false) stay, as git would carry them.
-        for cached_out in CACHED_OUTS:
-            (shutil.rmtree if (root / cached_out).is_dir() else os.remove)(root / cached_out)
-        assert json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)  # the loss is seen
+    _commit(root, env, "the team's remote")
+    _sh(["dvc", "push"], root, env)
+    assert any(p.is_file() for p in remote.rglob("*"))
 
-        _sh(["dvc", "pull"], root, env)
-        assert json.loads(_sh(["dvc", "status", "--json"], root, env).stdout) == {}
-        assert (root / "models" / "mnist" / "logreg" / "seed13.pt").stat().st_size > 0
-        assert (root / "reports" / "index.html").stat().st_size > 0
-        again = _sh(["dvc", "repro"], root, env)
-        assert "Running stage" not in again.stdout and "up to date" in again.stdout
-    finally:
-        _sh(["dvc", "remote", "remove", "shared"], root, env)
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(root), str(clone)], tmp_path, env)
+    clone_env = _env(clone)  # a machine of its own: another MLflow store, no DVC cache
+    assert not (clone / "models").exists() and (clone / "metrics" / "mnist" / "logreg.json").exists()
+    assert json.loads(_sh(["dvc", "status", "--json"], clone, clone_env).stdout)  # the outputs are missing
+
+    _sh(["dvc", "pull"], clone, clone_env)
+    everything = ["metrics", *CACHED_OUTS]
+    pulled, original = _tree(clone, everything), _tree(root, everything)
+    assert sorted(pulled) == sorted(original) and pulled == original
+    assert "models/mnist/logreg/seed13.pt" in pulled and "reports/index.html" in pulled
+    assert "metrics/crack/pr/crack_cnn.csv" in pulled and "metrics/mnist/curves/keras_cnn3/seed12.csv" in pulled
+    assert json.loads(_sh(["dvc", "status", "--json"], clone, clone_env).stdout) == {}
+    again = _sh(["dvc", "repro"], clone, clone_env)
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
 
 
-def test_changing_one_model_reruns_only_that_model_and_the_report(repo):
-    root, env, _ = repo
+def test_changing_one_model_reruns_only_it_and_metrics_diff_shows_the_change(repo):
+    root, env = repo
+    before = {m: _metric(root, "mnist", m)["test_accuracy"] for m in MODELS}
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["mnist"]["logreg"]["lr"] = 0.02
+    params["train"]["mnist"]["logreg"]["lr"] = 0.05
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)
     # Neither the download, the split nor the other models' stages are touched; register@mnist
     # reads train.mnist (its candidates).
     assert sorted(status) == ["evaluate_mnist@logreg", "register@mnist", "report", "train_mnist@logreg"]
+
+    ran = _sh(["dvc", "repro"], root, env).stdout
+    assert "Running stage 'train_mnist@logreg'" in ran and "train_mnist@keras_cnn2" not in ran
+    _commit(root, env, "logreg lr 0.05")
+    diff = json.loads(_sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root, env).stdout)
+    changed = diff["metrics/mnist/logreg.json"]["test_accuracy"]
+    assert changed["old"] == before["logreg"]
+    assert changed["new"] == _metric(root, "mnist", "logreg")["test_accuracy"] != before["logreg"]
+    assert not {f"metrics/mnist/{m}.json" for m in ("keras_cnn2", "keras_cnn3")} & set(diff)
+    table = _sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], root, env).stdout
+    assert "metrics/mnist/logreg.json" in table and "test_accuracy" in table
+
+
+def test_a_queued_grid_of_experiments_shows_each_test_accuracy(repo):
+    root, env = repo
+    _sh(["dvc", "exp", "run", "--queue", "-S", "train.mnist.logreg.lr=0.02,0.05"], root, env)
+    _sh(["dvc", "exp", "run", "--run-all"], root, env)
+    shown = json.loads(_sh(["dvc", "exp", "show", "--json"], root, env).stdout)
+    experiments = [rev for baseline in shown for exp in baseline.get("experiments") or []
+                   for rev in exp["revs"]]
+    assert len(experiments) == 2, shown
+    accuracies = {}
+    for exp in experiments:
+        lr = exp["data"]["params"]["params.yaml"]["data"]["train"]["mnist"]["logreg"]["lr"]
+        metrics = exp["data"]["metrics"]
+        # A metric file the experiment's commit lacks would be an error here (`!` in the table).
+        accuracies[lr] = metrics["metrics/mnist/logreg.json"]["data"]["test_accuracy"]
+        assert metrics["metrics/mnist/keras_cnn2.json"]["data"]["test_accuracy"] == \
+            _metric(root, "mnist", "keras_cnn2")["test_accuracy"]  # not re-run: from the baseline
+    assert sorted(accuracies) == [0.02, 0.05]
+    assert all(ACCURACY_FLOORS["logreg"] - 0.1 < a <= 1.0 for a in accuracies.values()), accuracies

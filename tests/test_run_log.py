@@ -2,6 +2,7 @@
 sqlite store, real signals."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from pipeline import paths, resume
+from pipeline import paths, resume, tracking
 from pipeline.run_log import RunLog
 from pipeline.tracking import TrackingError
 from tests.conftest import shrunk_params_dict
@@ -39,7 +40,17 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     checkpoint = torch.load(paths.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
     client = mlflow.MlflowClient(mlflow_uri)
     run = client.get_run(checkpoint["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.info.run_name == MODEL
+    assert run.info.status == "FINISHED" and run.info.run_name == f"{MODEL}-seed{SEED}"
+    # The UI's Source column and the experiment's kind: the stage, and a model-training experiment.
+    assert run.data.tags["mlflow.source.name"] == f"pipeline train --dataset mnist --model {MODEL}"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # Its data: the prepared file, under the digest DVC gives it.
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.name == "mnist-prepared" and data.dataset.digest == tracking.file_md5(paths.prepared_file("mnist"))
+    assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
+    assert json.loads(data.dataset.profile) == {"train": 1800, "val": 200, "test": 10000}
+    assert data.dataset.source_type == "local" and "prepared.pt" in data.dataset.source
     assert run.data.params["batch_size"] == "64" and run.data.params["threads"] == "1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["best_epoch"] == checkpoint["best_epoch"]

@@ -1,7 +1,9 @@
-"""The register stage and the registered champion served by a real `mlflow models serve` on
-loopback, queried over HTTP with real MNIST test images; a real sqlite MLflow store in a temp dir."""
+"""The register stage and the registered champions served by a real `mlflow models serve` on
+loopback, queried over HTTP with real MNIST test images and real crack photos (files, base64 in
+JSON) and with tensors; a real sqlite MLflow store in a temp dir."""
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import shutil
@@ -15,10 +17,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import evaluate, paths, register, tracking, train
+from pipeline import evaluate, paths, register, serving, tracking, train
 from pipeline.config import Params, parse_params
 from pipeline.predict import model_input
-from tests.conftest import shrunk_params, shrunk_params_dict
+from tests.conftest import SHARED_CRACK, shrunk_params, shrunk_params_dict
 
 MNIST_MODELS = ["logreg", "mlp"]  # the better one (mlp) second: the champion is not just the first
 
@@ -58,6 +60,22 @@ def server(registered):
         yield served
 
 
+@pytest.fixture(scope="module")
+def crack_server(registered):
+    with tracking.ModelServer(register.champion_uri("crack")) as served:
+        yield served
+
+
+def _images_body(files: list[bytes]) -> bytes:
+    """What a client posts: each file's bytes, base64, in the column `image`."""
+    return json.dumps({"dataframe_records": [{"image": base64.b64encode(f).decode()} for f in files]}).encode()
+
+
+def _evaluated(dataset: str, model: str, count: int) -> list[dict]:
+    with paths.predictions_file(dataset, model).open() as f:
+        return [row for _, row in zip(range(count), csv.DictReader(f))]
+
+
 def _post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
     request = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": content_type})
     try:
@@ -88,10 +106,14 @@ def test_register_picks_the_most_accurate_model_and_its_logged_model(registered)
     version = client.get_model_version_by_alias("mnist-classifier", "champion")
     assert version.run_id == entry["run_id"] and version.tags == {"dataset": "mnist", "model": "mlp"}
     info = mlflow.models.get_model_info(entry["uri"])
-    assert info.signature.inputs.to_dict() == [{"type": "tensor", "tensor-spec": {"dtype": "float32",
-                                                                                  "shape": (-1, 1, 28, 28)}}]
-    assert info.signature.outputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 10)
-    assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"
+    # Two input forms (image files, tensors): no input schema, the model checks each request.
+    assert info.signature.inputs is None
+    assert [c["name"] for c in info.signature.outputs.to_dict()] == ["class", "probability"]
+    assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
+    assert "pytorch" in info.flavors  # mlflow.pytorch.load_model still loads the network
+    assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"  # an image
+    requirements = mlflow.pyfunc.get_model_dependencies(entry["uri"])
+    assert {"torch", "pillow", "numpy"} <= {line.split("==")[0] for line in Path(requirements).read_text().split()}
 
 
 def test_register_again_creates_no_version_and_follows_the_champion(registered):
@@ -128,7 +150,35 @@ def test_register_refuses_a_metrics_file_that_does_not_match_its_run(registered)
         path.write_text(original)
 
 
-def test_served_champion_classifies_real_mnist_test_images(registered, server):
+def test_served_champion_classifies_real_digit_files_as_the_evaluate_stage(registered, server):
+    images, labels = _test_images(200)
+    # PNG is lossless: the files hold the official test images' pixels exactly.
+    files = [base64.b64decode(serving.encode_png(image.numpy())) for image in images]
+    status, body = _post(server.url, _images_body(files))
+    assert status == 200, body[:500]
+    answers = json.loads(body)["predictions"]
+    assert [a["class"] for a in answers] == [row["predicted"] for row in _evaluated("mnist", "mlp", 200)]
+    assert all(0.1 <= a["probability"] <= 1.0 for a in answers)
+    assert np.mean([int(a["class"]) == label for a, label in zip(answers, labels)]) >= 0.78
+
+
+def test_served_crack_champion_classifies_real_photos_with_its_threshold(registered, crack_server):
+    data = torch.load(paths.prepared_file("crack"), weights_only=True)
+    names = data["test_names"][:40]
+    status, body = _post(crack_server.url, _images_body([(SHARED_CRACK / name).read_bytes() for name in names]))
+    assert status == 200, body[:500]
+    answers = json.loads(body)["predictions"]
+    evaluated = _evaluated("crack", "crack_cnn", 40)
+    assert [row["file"] for row in evaluated] == list(names)
+    threshold = json.loads(paths.metrics_file("crack", "crack_cnn").read_text())["threshold"]
+    for answer, row in zip(answers, evaluated):
+        assert answer["class"] == ("positive" if row["predicted"] == "1" else "negative")
+        assert answer["positive_probability"] == pytest.approx(float(row["probability"]), abs=1e-5)
+        assert answer["threshold"] == pytest.approx(threshold)
+        assert (answer["positive_probability"] >= answer["threshold"]) == (answer["class"] == "positive")
+
+
+def test_served_champion_classifies_real_mnist_test_tensors(registered, server):
     root, params = registered
     images, labels = _test_images(500)
     inputs = model_input(params, "mnist", "mlp", {"input_size": "28"}, images)
@@ -154,11 +204,19 @@ def test_served_champion_classifies_real_mnist_test_images(registered, server):
     (json.dumps({"images": np.zeros((1, 1, 28, 28)).tolist()}).encode(), "application/json", 400),  # unknown key
     (json.dumps({"inputs": [[["a"] * 28] * 28]}).encode(), "application/json", 400),  # not numbers
     (json.dumps({"inputs": np.zeros((1, 1, 28, 28)).tolist()}).encode(), "text/plain", 415),
-], ids=["bad-json", "no-channel-axis", "wrong-side", "unknown-key", "strings", "text-plain"])
+    (json.dumps({"dataframe_records": [{"image": "not base64 at all!"}]}).encode(), "application/json", 400),
+    (_images_body([b"a text file, not an image"]), "application/json", 400),
+    (_images_body([(SHARED_CRACK / "Positive" / "00003.jpg").read_bytes()[:600]]), "application/json", 400),
+    (json.dumps({"dataframe_records": [{"picture": "AAAA"}]}).encode(), "application/json", 400),
+], ids=["bad-json", "no-channel-axis", "wrong-side", "unknown-key", "strings", "text-plain", "not-base64",
+        "not-an-image", "truncated-jpeg", "wrong-column"])
 def test_malformed_requests_get_a_4xx_and_the_server_keeps_answering(registered, server, body, content_type,
                                                                       status):
     got, answer = _post(server.url, body, content_type)
     assert got == status, answer[:500]
+    if content_type == "application/json" and b"{not json" not in body:
+        message = json.loads(answer)["message"]
+        assert "image" in message or "tensor" in message or "inputs" in message or "keys" in message, message
     images, labels = _test_images(8)
     root, params = registered
     inputs = model_input(params, "mnist", "mlp", {"input_size": "28"}, images)
