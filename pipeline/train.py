@@ -83,8 +83,7 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                   "input_size": cfg.input_size or spec.input_size, "source": spec.source,
                   "framework": spec.framework, "channels_last": params.runtime.channels_last,
                   "cuda": dataclasses.asdict(params.runtime.cuda),
-                  "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"]),
-                  "test_size": len(data["test_y"])}
+                  "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
     run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"],
                                                          "seed": str(seed)}, progress) if run_log else None
     log.info("%s/%s seed %d: %d params on %s, MLflow run %s", dataset, model_name, seed,

@@ -30,9 +30,10 @@ MODEL, SEED = "logreg", 12
 WATCHED = ("data", "models", "metrics", "reports")
 
 
-def _params(ws: Path, **overrides) -> Path:
-    """The real params.yaml shrunk (logreg only, one epoch), with `overrides`, as ws/params.yaml."""
-    raw = shrunk_params_dict(models=[MODEL], crack_models=[], **overrides)
+def _params(ws: Path, crack_models: list[str] | None = None, **overrides) -> Path:
+    """The real params.yaml shrunk (logreg only, one epoch; crack only where a test names its
+    models), with `overrides`, as ws/params.yaml."""
+    raw = shrunk_params_dict(models=[MODEL], crack_models=crack_models or [], **overrides)
     path = ws / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -143,7 +144,8 @@ def test_crack_source_with_no_readable_negative_is_refused_at_prepare(tmp_path, 
     (source / "Negative" / "00001.jpg").write_bytes(first_negative[:200])  # cut short: unreadable
     ws = tmp_path / "ws"
     ws.mkdir()
-    params = _params(ws, download={"crack": {"source": str(source)}}, prepare={"crack": {"limit": None}})
+    params = _params(ws, crack_models=["crack_cnn"], download={"crack": {"source": str(source)}},
+                     prepare={"crack": {"limit": None}})
     code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "crack")
     assert code == 0, err
     before = _state(ws)
@@ -393,7 +395,7 @@ def test_failed_crack_download_leaves_no_data_folder(tmp_path):
     shutil.copy(sorted((SHARED_CRACK / "Positive").iterdir())[0], source / "Positive")
     ws = tmp_path / "ws"
     ws.mkdir()
-    params = _params(ws, download={"crack": {"source": str(source)}})
+    params = _params(ws, crack_models=["crack_cnn"], download={"crack": {"source": str(source)}})
     code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "crack")
     _failed(code, err, f"{source / 'Negative'}: no image files")
     assert not (ws / "data").exists()
