@@ -24,9 +24,11 @@ def apply_profile(name: str, params_file: Path) -> None:
     if not profile_file.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise ConfigError(f"{profile_file} not found; profiles: {', '.join(known) or 'none'}")
-    overrides = yaml.safe_load(profile_file.read_text()) or {}
     rt = YAML()  # round-trip: comments and layout of params.yaml survive
     rt.width = 120
+    # The profile is read round-trip too, so each value is written as the profile spells it
+    # (PyYAML would read back a float dumped as `1e-05` as a string).
+    overrides = rt.load(profile_file.read_text()) or {}
     doc = rt.load(params_file.read_text())
     try:
         merge_overrides(doc, overrides)
