@@ -34,6 +34,7 @@ def _params(ws: Path, crack_models: list[str] | None = None, **overrides) -> Pat
     """The real params.yaml shrunk (logreg only, one epoch; crack only where a test names its
     models), with `overrides`, as ws/params.yaml."""
     raw = shrunk_params_dict(models=[MODEL], crack_models=crack_models or [], **overrides)
+    raw["train"]["mnist"][MODEL]["seeds"] = [SEED]  # one run per case, whatever params.yaml lists
     path = ws / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
