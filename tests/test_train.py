@@ -25,8 +25,8 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     checkpoint, metrics = _run("cnn1", epochs=2)
     assert set(metrics) >= {"test_accuracy", "test_loss", "params", "best_epoch", "train_seconds"}
     assert json.loads(paths.metrics_file("mnist", "cnn1").read_text()) == metrics
-    # 1,800 training images, 2 epochs: measured 0.9053 on CPU (deterministic); floor just below.
-    assert metrics["test_accuracy"] > 0.895
+    # 1,800 training images, 2 epochs: measured 0.8945 on CPU (deterministic); floor just below.
+    assert metrics["test_accuracy"] > 0.892
     assert metrics["params"] == 54_410
 
     client = mlflow.MlflowClient(mlflow_uri)
@@ -63,7 +63,8 @@ def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
     # SGD at lr 0.5 with momentum makes validation accuracy jump around, so the best epoch is
     # usually not the last: the saved weights must be the best epoch's, not the last's.
     params = shrunk_params(models=["logreg"], epochs=5,
-                           train={"mnist": {"logreg": {"lr": 0.5, "momentum": 0.9}}})
+                           train={"mnist": {"logreg": {"optimizer": "sgd", "lr": 0.5, "momentum": 0.9,
+                                                       "schedule": "constant", "seeds": [12]}}})
     (checkpoint,) = train.main(params, "mnist", "logreg")
     curves = read_curves("mnist", "logreg", 12)
     best = max(curves, key=lambda r: r["val_accuracy"])
@@ -86,7 +87,7 @@ def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
 def test_early_stopping_stops_after_patience(workspace, mlflow_uri):
     # A learning rate this small cannot improve validation accuracy for long: stops early.
     params = shrunk_params(models=["logreg"], epochs=30,
-                           train={"mnist": {"logreg": {"lr": 1e-7, "patience": 2}}})
+                           train={"mnist": {"logreg": {"lr": 1e-7, "patience": 2, "seeds": [12]}}})
     (checkpoint,) = train.main(params, "mnist", "logreg")
     assert checkpoint["epochs_run"] < 30
     assert checkpoint["epochs_run"] - checkpoint["best_epoch"] == 2
@@ -128,7 +129,8 @@ def test_an_epoch_reports_the_loss_and_accuracy_of_its_batches(shared_mnist, bud
     loss and accuracy are those of a plain loop over the same batches (last one partial)."""
     images, labels = (t[:1000] for t in mnist.load_split(shared_mnist, "train"))
     cfg = shrunk_params(models=["lenet5"]).train_config("mnist", "lenet5")
-    cfg = dataclasses.replace(cfg, batch_size=64)
+    # A plain loop's settings: no augmentation, no schedule.
+    cfg = dataclasses.replace(cfg, batch_size=64, augment=False, schedule="constant")
     cpu = torch.device("cpu")
     torch.manual_seed(0)
     learner = learners.build_learner("lenet5", "mnist", cfg, cpu, 0)
@@ -237,7 +239,7 @@ def test_weight_average_is_what_is_validated_and_checkpointed():
 
 
 def test_a_diverging_run_stops_naming_the_setting_and_writes_no_checkpoint(workspace, mlflow_uri):
-    params = shrunk_params(models=["mlp"], train={"mnist": {"mlp": {"optimizer": "sgd", "lr": 1.0e12,
+    params = shrunk_params(models=["mlp"], train={"mnist": {"mlp": {"optimizer": "sgd", "lr": 10.0,
                                                                      "schedule": "constant",
                                                                      "augment": False}}})
     with pytest.raises(learners.TrainingDiverged, match=r"train\.mnist\.mlp\.lr.*grad_clip"):
