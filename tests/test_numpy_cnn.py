@@ -316,7 +316,7 @@ def test_same_seed_same_weights(mnist_arrays):
 # ------------------------------------------------------------------- through the pipeline stages
 
 def test_trains_and_evaluates_through_the_stages(workspace, mlflow_uri):
-    params = shrunk_params(models=["numpy_cnn"], epochs=2)
+    params = shrunk_params(models=["numpy_cnn"], epochs=2, train={"mnist": {"numpy_cnn": {"seeds": [12]}}})
     (checkpoint,) = train.main(params, "mnist", "numpy_cnn")
     metrics = evaluate.main(params, "mnist", "numpy_cnn")
     assert metrics["params"] == 1979 and metrics["epochs_run"] == 2

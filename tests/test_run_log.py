@@ -47,9 +47,10 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     # Its data: the prepared file, under the digest DVC gives it.
     (data,) = run.inputs.dataset_inputs
-    assert data.dataset.name == "mnist-prepared" and data.dataset.digest == tracking.file_md5(paths.prepared_file("mnist"))
+    assert data.dataset.name == "mnist-prepared"
+    assert data.dataset.digest == tracking.file_md5(paths.prepared_file("mnist"))
     assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
-    assert json.loads(data.dataset.profile) == {"train": 1800, "val": 200, "test": 10000}
+    assert json.loads(data.dataset.profile) == {"train": 1800, "val": 200}  # the test split never reaches training
     assert data.dataset.source_type == "local" and "prepared.pt" in data.dataset.source
     assert run.data.params["batch_size"] == "64" and run.data.params["threads"] == "1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
