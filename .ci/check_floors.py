@@ -15,6 +15,8 @@ floors = yaml.safe_load(Path(sys.argv[1]).read_text())
 failures = []
 # Every model that wrote test metrics, in any dataset, must have a floor.
 for path in sorted(Path("metrics").glob("*/*.json")):
+    if path.parent.name == "registry":  # the champions' records, not a model's metrics
+        continue
     if path.stem not in floors.get(path.parent.name, {}):
         failures.append(f"{path.parent.name}/{path.stem}: trained but has no floor in {sys.argv[1]}")
 for dataset, models in floors.items():
