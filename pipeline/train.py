@@ -98,7 +98,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             t0 = time.perf_counter()
             learner.begin_epoch(epoch)
             train_loss, train_acc = learner.train_epoch(
-                data["train_x"], data["train_y"], generator, desc=f"{model_name} epoch {epoch}/{cfg.epochs}")
+                data["train_x"], data["train_y"], generator,
+                desc=f"{model_name} seed {seed} epoch {epoch}/{cfg.epochs}")
             val_logits = learner.logits(data["val_x"], params.runtime.eval_batch_size)
             val_loss, val_acc = distributed.from_main(world, *loss_and_accuracy(val_logits, data["val_y"]))
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
