@@ -143,9 +143,10 @@ def accuracy_against_cost(points: list[dict], cost_label: str, title: str, targe
     """
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for p in points:
-        ax.errorbar(p["cost"], 100 * p["accuracy"], yerr=[[100 * (p["accuracy"] - p["low"])],
-                                                          [100 * (p["high"] - p["accuracy"])]],
-                    fmt="o", capsize=3)
+        # The point is the mean over seeds, the interval the first seed's: with few test images
+        # the mean can fall outside it, and an error bar cannot be negative.
+        below, above = max(0.0, p["accuracy"] - p["low"]), max(0.0, p["high"] - p["accuracy"])
+        ax.errorbar(p["cost"], 100 * p["accuracy"], yerr=[[100 * below], [100 * above]], fmt="o", capsize=3)
         ax.annotate(p["name"], (p["cost"], 100 * p["accuracy"]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
