@@ -24,7 +24,8 @@ def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_l
     """The real params.yaml with small stratified slices, few epochs and (optionally) fewer models.
 
     Crack: 400 images of the shared subset cached at 32x32, read by every model at 32, and
-    no ImageNet weights (none can be fetched here).
+    no ImageNet weights (none can be fetched here). One seed per model (the top-level `seeds`)
+    unless a test asks for more.
     """
     raw = copy.deepcopy(real_params_dict())
     if models is not None:
@@ -37,8 +38,8 @@ def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_l
         "download": {"mnist": {"mirror": str(SHARED_MNIST)}, "crack": {"source": str(SHARED_CRACK)}},
         "prepare": {"mnist": {"train_limit": train_limit}, "crack": {"limit": 400, "image_size": 32}},
         "train": {
-            "mnist": {m: {"epochs": epochs} for m in raw["train"]["mnist"]},
-            "crack": {m: {"epochs": epochs, "pretrained": False, "input_size": 32,
+            "mnist": {m: {"epochs": epochs, "seeds": None} for m in raw["train"]["mnist"]},
+            "crack": {m: {"epochs": epochs, "seeds": None, "pretrained": False, "input_size": 32,
                           # progressive needs an epoch on the head and one on everything
                           **({"epochs": max(2, epochs), "head_epochs": 1} if "head_epochs" in cfg else {})}
                       for m, cfg in raw["train"]["crack"].items()},

@@ -119,7 +119,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(stage_env, uninterrupted
 
 def test_resume_file_of_other_settings_is_ignored(stage_env, uninterrupted):
     cwd, folder, env = stage_env
-    stale = _train_killed(_params_file(folder, lr=0.003), cwd, env)
+    stale = _train_killed(_params_file(folder, lr=0.001), cwd, env)  # cnn1 trains at 0.003
 
     rerun = _train(_params_file(folder), cwd, env)  # the uninterrupted run's settings
     assert f"ignoring resume file {RESUME}: made with other settings" in rerun.stderr

@@ -52,7 +52,7 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
     assert json.loads(data.dataset.profile) == {"train": 1800, "val": 200}  # the test split never reaches training
     assert data.dataset.source_type == "local" and "prepared.pt" in data.dataset.source
-    assert run.data.params["batch_size"] == "64" and run.data.params["threads"] == "1"
+    assert run.data.params["batch_size"] == "128" and run.data.params["threads"] == "1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["best_epoch"] == checkpoint["best_epoch"]
     assert run.data.metrics["train_seconds"] == pytest.approx(checkpoint["train_seconds"])
