@@ -241,7 +241,7 @@ def test_changing_one_model_reruns_only_it_and_metrics_diff_shows_the_change(rep
     assert sorted(status) == ["evaluate_mnist@logreg", "report", "train_mnist@logreg"]
 
     ran = _sh(["dvc", "repro"], root, env).stdout
-    assert "Running stage 'train_mnist@logreg'" in ran and "train_mnist@keras_cnn2" not in ran
+    assert "Running stage 'train_mnist@logreg'" in ran and "Running stage 'train_mnist@keras_cnn2'" not in ran
     _commit(root, env, "logreg lr 0.02")
     diff = json.loads(_sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root, env).stdout)
     changed = diff["metrics/mnist/logreg.json"]["test_accuracy"]
