@@ -91,7 +91,7 @@ class WeightAverage:
     def update(self, model: nn.Module) -> None:
         self.steps += 1
         decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        pairs = [(a, c) for a, c in zip(self.module.state_dict().values(), model.state_dict().values())]
+        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
         floats = [(a, c) for a, c in pairs if a.is_floating_point()]
         torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
         for a, c in pairs:
@@ -210,8 +210,11 @@ class TorchLearner:
             with accel.autocast():
                 logits = self.train_model(x)
                 loss = loss_fn(logits.float(), y, cfg.label_smoothing)
-            if not torch.isfinite(loss):
-                self._diverged(loss, start // batch_size + 1, desc)
+            # Checked every step on a CPU (free); on CUDA every 50th, as each check waits for the
+            # device, and a diverged run's weights keep the next losses non-finite anyway.
+            step = start // batch_size
+            if (device.type != "cuda" or step % 50 == 0) and not torch.isfinite(loss):
+                self._diverged(loss, step + 1, desc)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.grad_clip:
