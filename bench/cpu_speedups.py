@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import add_mnist_argument, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
-from pipeline.learners import build_learner  # noqa: E402
+from pipeline.engine import runtime  # noqa: E402
+from pipeline.engine.learners import build_learner  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_CNNS = ["cnn1", "cnn2", "keras_cnn2", "keras_cnn3", "simple_cnn", "classic_cnn", "lenet5"]

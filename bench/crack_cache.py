@@ -38,10 +38,10 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import REPO, loader_epoch, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.inference import loss_fn  # noqa: E402
-from pipeline.learners import build_learner  # noqa: E402
+from pipeline.engine import runtime  # noqa: E402
+from pipeline.engine.inference import loss_fn  # noqa: E402
+from pipeline.engine.learners import build_learner  # noqa: E402
 
 MODEL = "crack_cnn"
 

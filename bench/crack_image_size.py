@@ -22,11 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import machine_info  # noqa: E402
-from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import crack  # noqa: E402
-from pipeline.inference import loss_and_accuracy  # noqa: E402
-from pipeline.learners import build_learner  # noqa: E402
+from pipeline.engine import runtime  # noqa: E402
+from pipeline.engine.inference import loss_and_accuracy  # noqa: E402
+from pipeline.engine.learners import build_learner  # noqa: E402
 from pipeline.prepare import split_three_ways  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ the same torch thread count:
 
 - reference: the course's loop, torchvision's `MNIST` dataset with per-sample `ToTensor` and
   `Normalize` through a shuffling `DataLoader` (num_workers 0);
-- ours: `pipeline.learners.TorchLearner.train_epoch`, what `pipeline train` runs (the set
+- ours: `pipeline.engine.learners.TorchLearner.train_epoch`, what `pipeline train` runs (the set
   normalised once per run, timed apart as it is paid once, not per epoch; progress bar; per-batch
   loss and predictions kept on the device);
 - bare: forward, backward and step on batches gathered from the whole training set already
@@ -38,11 +38,11 @@ from torchvision import datasets, transforms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import add_mnist_argument, loader_epoch, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from pipeline import runtime  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
 from pipeline.data.presets import InputPreset  # noqa: E402
-from pipeline.learners import build_learner, build_optimizer  # noqa: E402
+from pipeline.engine import runtime  # noqa: E402
+from pipeline.engine.learners import build_learner, build_optimizer  # noqa: E402
 from pipeline.models import get_model_spec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,14 +11,14 @@ start-up, the floor of any dvc command) and `dvc status`.
 
 mlflow: the same `pipeline train` in a fresh process, each time timed from the process start to
 its exit, with MLflow on (the default sqlite store, in a temporary workspace prepared from the
-offline MNIST mirror, kept by the `pipeline.run_log` child process) and off (the same command
+offline MNIST mirror, kept by the `pipeline.tracking.run_log` child process) and off (the same command
 with that child replaced by no-ops: no child process, no store check, no mlflow; see
 bench/train_child.py). Models keep their params.yaml settings except those named by --recipe,
 which take bench/time_to_accuracy.py's recipe for that model.
 
 startup: fresh `python -c` processes timed from start to exit, in pairs: torch's
 use_deterministic_algorithms (which imports torch._inductor) against
-pipeline.runtime.deterministic_algorithms, and the interpreter's exit with a stage's modules
+pipeline.engine.runtime.deterministic_algorithms, and the interpreter's exit with a stage's modules
 imported against pipeline.cli.exit_now's os._exit.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: i
 
 
 # Fresh processes, in pairs: a stage's start-up and exit as torch and Python would do them, and
-# as pipeline.runtime and pipeline.cli do them.
+# as pipeline.engine.runtime and pipeline.cli do them.
 STARTUP = {
     "deterministic algorithms": (
         "import torch; torch.use_deterministic_algorithms(True)",

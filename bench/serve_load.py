@@ -29,19 +29,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.machine import machine_info  # noqa: E402
-from pipeline import paths, tracking  # noqa: E402
+from pipeline import artifacts  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
 from pipeline.data.errors import DataError  # noqa: E402
 from pipeline.predict import model_input  # noqa: E402
-from pipeline.register import ALIAS, champion_uri, registered_name  # noqa: E402
+from pipeline.tracking.registry import ALIAS, champion_uri, registered_name, resolve_registered  # noqa: E402
+from pipeline.tracking.runs import run_record  # noqa: E402
+from pipeline.tracking.server import ModelServer  # noqa: E402
+from pipeline.tracking.store import TrackingError, tracking_uri  # noqa: E402
 
 
 def request_bodies(params_file: Path, mnist_dir: Path, count: int, batch: int) -> tuple[list[bytes], list[np.ndarray]]:
     """`count` JSON bodies of `batch` official test images each (cycling through the 10,000),
     preprocessed for the champion, and their labels."""
-    run_id = tracking.resolve_registered(registered_name("mnist"), ALIAS)
-    tags, run_params, _ = tracking.run_record(run_id)
+    run_id = resolve_registered(registered_name("mnist"), ALIAS)
+    tags, run_params, _ = run_record(run_id)
     import torch
 
     images = torch.from_numpy(mnist.read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz").copy())
@@ -107,14 +110,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
     parser.add_argument("--warmup", type=int, default=50, help="requests sent first, not counted")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--mnist", type=Path, default=paths.raw_dir("mnist"),
+    parser.add_argument("--mnist", type=Path, default=artifacts.raw_dir("mnist"),
                         help="folder with the official t10k-*.gz files (default: data/mnist/raw)")
     args = parser.parse_args()
 
     print(f"machine: {machine_info()}")
-    print(f"tracking store: {tracking.tracking_uri()}")
+    print(f"tracking store: {tracking_uri()}")
     bodies, truths = request_bodies(args.params, args.mnist, args.warmup + args.requests, args.batch)
-    with tracking.ModelServer(champion_uri("mnist"), workers=args.workers) as server:
+    with ModelServer(champion_uri("mnist"), workers=args.workers) as server:
         print(f"server: {server.url}, {args.workers} worker(s); {args.clients} clients, "
               f"{args.batch} image(s) per request, {args.warmup} warm-up requests")
         run_load(server.url, bodies[:args.warmup], args.clients)
@@ -139,6 +142,6 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (tracking.TrackingError, DataError, FileNotFoundError) as e:  # no champion, no MNIST files
+    except (TrackingError, DataError, FileNotFoundError) as e:  # no champion, no MNIST files
         print(f"serve_load: error: {e}", file=sys.stderr)
         sys.exit(2)

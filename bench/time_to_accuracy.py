@@ -37,10 +37,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import add_mnist_argument, spread  # noqa: E402
 from bench.machine import machine_info  # noqa: E402
-from pipeline import runtime  # noqa: E402
 from pipeline.config import Params, load_params  # noqa: E402
-from pipeline.inference import loss_fn, predict_logits, predicted_classes  # noqa: E402
-from pipeline.learners import build_learner, build_optimizer, build_scheduler  # noqa: E402
+from pipeline.engine import runtime  # noqa: E402
+from pipeline.engine.inference import loss_fn, predict_logits, predicted_classes  # noqa: E402
+from pipeline.engine.learners import build_learner, build_optimizer, build_scheduler  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.99

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 class NoRunLog:
-    """pipeline.run_log.RunLog's calls, doing nothing: no child process, no mlflow."""
+    """pipeline.tracking.run_log.RunLog's calls, doing nothing: no child process, no mlflow."""
 
     def __init__(self, dataset: str) -> None:
         pass
@@ -37,13 +37,14 @@ class NoRunLog:
 
 def child_train(model: str, tracking_on: bool) -> None:
     """`pipeline train --dataset mnist --model M` in this process, MLflow on or off."""
-    from pipeline import cli, run_log
+    from pipeline import cli
+    from pipeline.tracking import run_log
 
     if not tracking_on:
         from pipeline import train  # torch; on, it comes after the child is started, as in the command
 
         def refuse(self, *args) -> None:
-            raise AssertionError("MLflow off, yet a pipeline.run_log child was started")
+            raise AssertionError("MLflow off, yet a pipeline.tracking.run_log child was started")
 
         run_log.RunLog.__init__ = refuse  # for any reference to the class taken before this
         run_log.RunLog = train.RunLog = NoRunLog

@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import DATASETS, ConfigError
+from pipeline.config import ConfigError
+from pipeline.data.datasets import DATASETS
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,17 +64,15 @@ def run(args: argparse.Namespace) -> int | None:
         print_models(as_json=args.json)
         return
     if args.stage == "profile":
-        from pipeline.profiles import apply_profile
+        from pipeline.config.profiles import apply_profile
+        from pipeline.models.checks import check_models
 
-        apply_profile(args.name, args.params)
+        apply_profile(args.name, args.params, validate=check_models)
         return
 
     if args.stage == "train":
         return _train(args)
-    from pipeline.config import load_params
-
-    params = load_params(args.params)
-    _check_listed(params, args)
+    params = _load_params(args)
     if args.stage == "download":
         from pipeline import download
 
@@ -101,17 +100,16 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _train(args: argparse.Namespace) -> int | None:
-    from pipeline.config import load_params
-    from pipeline.run_log import RunLog
+    from pipeline.tracking.run_log import RunLog
 
     # The MLflow child first: it checks and opens the store (2 s of one core) while this process
     # imports torch (validating the params does), loads the data and builds the model. Under
     # torchrun, rank 0 alone tracks; a launching process's child is stopped unused.
     tracks = os.environ.get("RANK", "0") == "0"
     with RunLog(args.dataset) if tracks else contextlib.nullcontext() as run_log:
-        params = load_params(args.params)
-        _check_listed(params, args)
-        from pipeline import distributed, train
+        params = _load_params(args)
+        from pipeline import train
+        from pipeline.engine import distributed
 
         if distributed.needs_launch(params.runtime.distributed):
             if run_log:
@@ -122,6 +120,21 @@ def _train(args: argparse.Namespace) -> int | None:
 
 
 INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
+
+
+def _load_params(args: argparse.Namespace):
+    """The typed params, every model's settings checked against its registry entry, before any
+    stage work: a typo in a model's settings fails the download as it fails the training."""
+    from pipeline.config import load_params
+    from pipeline.models import get_model_spec
+    from pipeline.models.checks import check_models
+
+    params = load_params(args.params)
+    check_models(params, str(args.params))
+    if getattr(args, "model", None):
+        get_model_spec(args.model)  # a name no model has: the registry's list and the closest match
+    _check_listed(params, args)
+    return params
 
 
 def _check_listed(params, args: argparse.Namespace) -> None:
@@ -187,9 +200,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     stage's MLflow child must not wait for.
     """
     from pipeline.data.errors import DataError
-    from pipeline.learners import TrainingDiverged
+    from pipeline.engine.learners import TrainingDiverged
     from pipeline.models import UnknownModelError
-    from pipeline.tracking import TrackingError
+    from pipeline.tracking.store import TrackingError
 
     return ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError, TrainingDiverged
 

@@ -14,45 +14,16 @@ from __future__ import annotations
 
 import logging
 
-from pipeline import paths
-from pipeline.atomic import atomic_dir
+from pipeline import artifacts
 from pipeline.config import Params
-from pipeline.data import crack, mnist
-from pipeline.data.errors import DataError
+from pipeline.data.datasets import get_dataset
 
 log = logging.getLogger(__name__)
 
-WITHOUT_CRACK = (
-    "To run without the crack dataset (no Kaggle credentials needed), set `datasets: [mnist]` "
-    "and, under train, `crack: {}` in params.yaml, then `dvc repro` again."
-)
-
 
 def main(params: Params, dataset: str = "mnist") -> None:
-    if dataset == "crack":
-        _download_crack(params)
-    else:
-        _download_mnist(params, dataset)
-
-
-def _download_mnist(params: Params, dataset: str) -> None:
-    mirror = params.mnist_mirror()
-    target = paths.raw_dir(dataset)
-    log.info("downloading %s from %s", dataset, mirror or "torchvision's mirrors")
+    target = artifacts.raw_dir(dataset)
     # Built in a temp folder and renamed: a failed check leaves no partial data/ behind.
-    with atomic_dir(target) as tmp:
-        mnist.fetch(tmp, mirror)
-    log.info("verified %d files in %s", len(mnist.FILES), target)
-
-
-def _download_crack(params: Params) -> None:
-    source = params.crack_source()
-    kaggle_dataset = params.download.crack.kaggle_dataset
-    target = paths.raw_dir("crack")
-    log.info("fetching crack images from %s", source or f"Kaggle dataset {kaggle_dataset}")
-    try:
-        with atomic_dir(target) as tmp:
-            counts = crack.fetch(tmp, source, kaggle_dataset)
-    except DataError as e:
-        raise DataError(f"{e}\n{WITHOUT_CRACK}") from None
-    log.info("%s -> %s", ", ".join(f"{n} {cls}" for cls, n in counts.items()), target)
+    with artifacts.atomic_dir(target) as tmp:
+        fetched = get_dataset(dataset).download(params, tmp)
+    log.info("%s: %s -> %s", dataset, fetched, target)

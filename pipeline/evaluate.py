@@ -18,28 +18,22 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix
 
-from pipeline import binary, figures, paths, runtime, serving, tracking
-from pipeline.artifacts import load_torch
-from pipeline.atomic import write_csv, write_text
+from pipeline import artifacts
+from pipeline.artifacts import load_checkpoint, load_prepared, read_curves, write_csv, write_text
 from pipeline.config import Params
-from pipeline.cost import cost_metrics
-from pipeline.data import mnist
+from pipeline.data.datasets import get_dataset
 from pipeline.data.split import check_classes
-from pipeline.inference import loss_and_accuracy
-from pipeline.learners import build_learner
-from pipeline.prepare import load_prepared
-from pipeline.stats import mean_and_spread
-from pipeline.train import read_curves
+from pipeline.engine import binary, runtime
+from pipeline.engine.cost import cost_metrics
+from pipeline.engine.inference import loss_and_accuracy
+from pipeline.engine.learners import build_learner
+from pipeline.reporting import figures
+from pipeline.reporting.stats import mean_and_spread
+from pipeline.tracking import serving
+from pipeline.tracking.runs import log_evaluation, prepared_dataset
+from pipeline.tracking.store import check_store
 
 log = logging.getLogger(__name__)
-
-
-def load_checkpoint(dataset: str, model_name: str, seed: int) -> dict:
-    return load_torch(paths.checkpoint_file(dataset, model_name, seed),
-                      f"pipeline train --dataset {dataset} --model {model_name}")
-
-
-CLASS_NAMES = {"crack": ["negative", "positive"]}
 
 
 def main(params: Params, dataset: str, model_name: str) -> dict:
@@ -50,13 +44,13 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     checkpoints = [load_checkpoint(dataset, model_name, seed) for seed in seeds]  # all, before any work
     # The weights come from the checkpoint: no need for (or download of) ImageNet's.
     cfg = dataclasses.replace(cfg, pretrained=False)
-    tracking.check_store()
+    check_store()
     data = load_prepared(dataset)
     # Checked again here, not only by prepare: scikit-learn only warns on a class missing from the
     # test split, and scores what is left as if nothing were missing (accuracy 1.0 on one class).
     check_classes({split: data[f"{split}_y"].numpy() for split in ("val", "test")},
-                  CLASS_NAMES.get(dataset) or [str(c) for c in range(mnist.NUM_CLASSES)],
-                  str(paths.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
+                  list(get_dataset(dataset).class_names),
+                  str(artifacts.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
     runs, cost = [], None
     for seed, checkpoint in zip(seeds, checkpoints):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
@@ -76,8 +70,8 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
                  metrics["test_accuracy"], metrics["test_loss"])
     summary = summarize_seeds(runs)
-    write_text(paths.seed_metrics_file(dataset, model_name), json.dumps(runs, indent=2) + "\n")
-    write_text(paths.metrics_file(dataset, model_name), json.dumps(summary, indent=2) + "\n")
+    write_text(artifacts.seed_metrics_file(dataset, model_name), json.dumps(runs, indent=2) + "\n")
+    write_text(artifacts.metrics_file(dataset, model_name), json.dumps(summary, indent=2) + "\n")
     if len(runs) > 1:
         log.info("%s/%s: test accuracy %.4f ± %.4f over %d seeds", dataset, model_name,
                  summary["test_accuracy"], summary["test_accuracy_std"], len(runs))
@@ -106,7 +100,8 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
     logits = learner.logits(data["test_x"], batch_size)
     test_loss, test_accuracy = loss_and_accuracy(logits, labels)
     extra: dict = {}
-    if logits.shape[1] == 1:
+    record = get_dataset(dataset)
+    if record.binary:
         # Binary: the threshold comes from the validation split, then scores the test split.
         val_logits = learner.logits(data["val_x"], batch_size)
         threshold = binary.choose_threshold(torch.sigmoid(val_logits[:, 0]).numpy(), data["val_y"].numpy())
@@ -118,7 +113,7 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
     else:
         predicted = logits.argmax(1).numpy()
         probabilities, curves = None, {}
-    class_names = CLASS_NAMES.get(dataset) or [str(c) for c in range(logits.shape[1])]
+    class_names = list(record.class_names)
     matrix = confusion_matrix(actual, predicted, labels=range(len(class_names))).tolist()
     report = classification_report(actual, predicted, labels=range(len(class_names)),
                                    target_names=class_names, output_dict=True, zero_division=0)
@@ -132,10 +127,10 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
 
 
 def _write_seed_outputs(dataset: str, model_name: str, data: dict, scored: dict) -> None:
-    write_text(paths.per_class_file(dataset, model_name), json.dumps(scored["per_class"], indent=2) + "\n")
+    write_text(artifacts.per_class_file(dataset, model_name), json.dumps(scored["per_class"], indent=2) + "\n")
     _write_predictions(dataset, model_name, data, scored["actual"], scored["predicted"], scored["probabilities"])
     for kind, points in scored["curves"].items():
-        write_csv(paths.curve_points_file(dataset, kind, model_name), points)
+        write_csv(artifacts.curve_points_file(dataset, kind, model_name), points)
 
 
 def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, data) -> None:
@@ -155,11 +150,11 @@ def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, dat
             artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
                                                 model_name, Path(tmp) / "roc_pr.png"))
         sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
-        tracking.log_evaluation(run_id, {k: float(v) for k, v in metrics.items()}, artifacts,
+        log_evaluation(run_id, {k: float(v) for k, v in metrics.items()}, artifacts,
                                 learner.served_model(),
                                 serving.servable(learner, dataset, data["test_x"], scored["class_names"],
-                                                 metrics.get("threshold")),
-                                tracking.prepared_dataset(dataset, "evaluation", sizes))
+                                                 get_dataset(dataset).binary, metrics.get("threshold")),
+                                prepared_dataset(dataset, "evaluation", sizes))
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:
@@ -167,5 +162,5 @@ def _write_predictions(dataset, model_name, data, actual, predicted, probabiliti
     if probabilities is not None:  # binary: which image, and how sure
         for row, name, prob in zip(rows, data.get("test_names", [""] * len(rows)), probabilities.tolist()):
             row.update(probability=round(prob, 6), file=name)
-    write_csv(paths.predictions_file(dataset, model_name), rows)
+    write_csv(artifacts.predictions_file(dataset, model_name), rows)
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 
-from pipeline import html_report, paths, results, tracking
-from pipeline.atomic import atomic_dir, write_text
+from pipeline import artifacts
+from pipeline.artifacts import atomic_dir, write_text
 from pipeline.config import Params
-from pipeline.report_build import DatasetReport, build_dataset_report
+from pipeline.reporting import render, results
+from pipeline.reporting.build import DatasetReport, build_dataset_report
+from pipeline.tracking.runs import log_report_artifacts
+from pipeline.tracking.store import check_runs_exist
 
 log = logging.getLogger(__name__)
 
@@ -25,19 +28,19 @@ def main(params: Params) -> list[DatasetReport]:
     results.check_inputs(params)  # every missing file named, before any work
     datasets = [d for d in results.report_datasets(params) if params.models(d)]
     loaded = {d: results.load_results(params, d) for d in datasets}
-    tracking.check_runs_exist({f"{d}/{r.name} seed {run['seed']}": run["mlflow_run_id"]
+    check_runs_exist({f"{d}/{r.name} seed {run['seed']}": run["mlflow_run_id"]
                                for d in datasets for r in loaded[d] for run in r.runs})
 
-    target = paths.reports_dir()
+    target = artifacts.reports_dir()
     with atomic_dir(target) as tmp:
         figures_dir = tmp / "figures"
         reports = [build_dataset_report(d, loaded[d], figures_dir) for d in datasets]
-        view = html_report.page(reports, INTRO)
-        write_text(tmp / "comparison.md", html_report.render_markdown(view))
-        write_text(tmp / "index.html", html_report.render_html(view))
+        view = render.page(reports, INTRO)
+        write_text(tmp / "comparison.md", render.render_markdown(view))
+        write_text(tmp / "index.html", render.render_html(view))
         # Logged before the new reports/ replaces the old one: a store that refuses leaves both as they were.
         for report in reports:
             for section in report.models:
-                tracking.log_report_artifacts(section.result.mlflow_run_id, list(section.figures.values()))
+                log_report_artifacts(section.result.mlflow_run_id, list(section.figures.values()))
     log.info("wrote %s and %s", target / "index.html", target / "comparison.md")
     return reports

@@ -5,33 +5,31 @@
     # (one pair per seed of the `seeds` list)
 
 One loop for every model of the registry (torch modules and the NumPy CNN, through
-`pipeline.learners`). Early stopping watches validation accuracy; the test set is
-never read here. MLflow is kept by a child process (`pipeline.run_log`), which checks and
+`pipeline.engine.learners`). Early stopping watches validation accuracy; the test set is
+never read here. MLflow is kept by a child process (`pipeline.tracking.run_log`), which checks and
 opens the store while this one loads the data and builds the model.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import logging
 import time
 
 import torch
 
-from pipeline import distributed, paths, resume, runtime, tracking
-from pipeline.artifacts import read_back
-from pipeline.atomic import atomic_path, write_csv
+from pipeline import artifacts
+from pipeline.artifacts import atomic_path, load_prepared
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
-from pipeline.inference import loss_and_accuracy
-from pipeline.learners import build_learner
+from pipeline.engine import distributed, resume, runtime
+from pipeline.engine.inference import loss_and_accuracy
+from pipeline.engine.learners import build_learner
 from pipeline.models import get_model_spec
-from pipeline.prepare import load_prepared
-from pipeline.run_log import RunLog
+from pipeline.tracking.run_log import RunLog
+from pipeline.tracking.store import TrackingError
 
 log = logging.getLogger(__name__)
-CURVE_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]
 
 
 def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None = None) -> list[dict]:
@@ -40,14 +38,14 @@ def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None =
     `run_log`: the MLflow child `pipeline train` started first thing; one is started here if None.
     """
     seeds = params.seeds_for(dataset, model_name)
-    distributed.check(params, dataset, model_name)
+    distributed.check(params)
     with (distributed.session(params.runtime.distributed, params.runtime.device) as world,
           contextlib.ExitStack() as stack):
         if world.is_main and run_log is None:
             run_log = stack.enter_context(RunLog(dataset))
         # A stale seed's files (from a longer seeds list) must not outlive it, to be read as
         # current by someone listing the folder.
-        for directory in (paths.checkpoint_dir(dataset, model_name), paths.curves_dir(dataset, model_name)):
+        for directory in (artifacts.checkpoint_dir(dataset, model_name), artifacts.curves_dir(dataset, model_name)):
             for stale in directory.glob("seed*.*"):
                 if world.is_main and stale.stem.removeprefix("seed") not in {str(s) for s in seeds}:
                     stale.unlink()
@@ -57,7 +55,7 @@ def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None =
 def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                world: runtime.World = runtime.World(), run_log: RunLog | None = None) -> dict:
     """One training run: seeded weights, shuffling and subsets; its own MLflow run. Goes on from
-    the resume file an interrupted run left (pipeline.resume), if its settings match.
+    the resume file an interrupted run left (pipeline.engine.resume), if its settings match.
 
     In a multi-process run (`world`) every rank trains its shard; rank 0 alone writes files
     and talks to MLflow, through `run_log` (None on the other ranks).
@@ -155,7 +153,7 @@ def _end_failed(run_log: RunLog) -> None:
     """Marks the run FAILED on the way out of an error, which stays the one reported."""
     try:
         run_log.end("FAILED")
-    except tracking.TrackingError as e:
+    except TrackingError as e:
         log.warning("the MLflow run could not be marked FAILED: %s", e)
 
 
@@ -166,11 +164,9 @@ def _write_outputs(run_log: RunLog | None, dataset: str, model_name: str, seed: 
         run_log.log({"best_epoch": checkpoint["best_epoch"], "train_seconds": checkpoint["train_seconds"]},
                     len(history))
         run_log.flush()  # a metric MLflow could not store fails the stage before its outputs exist
-    with atomic_path(paths.checkpoint_file(dataset, model_name, seed)) as tmp:
+    with atomic_path(artifacts.checkpoint_file(dataset, model_name, seed)) as tmp:
         torch.save(checkpoint, tmp)
-    write_csv(paths.curves_file(dataset, model_name, seed),
-              [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history],
-              CURVE_FIELDS)
+    artifacts.write_curves(dataset, model_name, seed, history)
 
 
 def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
@@ -181,14 +177,3 @@ def subset_splits(data: dict, cfg: TrainConfig, seed: int) -> dict:
             keep = torch.from_numpy(stratified_subset(data[f"{split}_y"].numpy(), size, seed))
             data[f"{split}_x"], data[f"{split}_y"] = data[f"{split}_x"][keep], data[f"{split}_y"][keep]
     return data
-
-
-def read_curves(dataset: str, model_name: str, seed: int) -> list[dict]:
-    path = paths.curves_file(dataset, model_name, seed)
-
-    def read() -> list[dict]:
-        with path.open() as f:
-            return [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-                    for row in csv.DictReader(f)]
-
-    return read_back(str(path), f"pipeline train --dataset {dataset} --model {model_name}", read)

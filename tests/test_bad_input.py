@@ -21,9 +21,10 @@ import torch
 import yaml
 from PIL import Image
 
-from pipeline import evaluate, paths, register, resume, train
+from pipeline import artifacts, evaluate, register, train
 from pipeline.config import ConfigError, parse_params
 from pipeline.data import mnist
+from pipeline.engine import resume
 from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
@@ -99,7 +100,7 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def _prepared_only(prepared_workspace: Path, ws: Path) -> Path:
     (ws / "data" / "mnist").mkdir(parents=True)
-    shutil.copy(prepared_workspace / paths.prepared_file("mnist"), ws / paths.prepared_file("mnist"))
+    shutil.copy(prepared_workspace / artifacts.prepared_file("mnist"), ws / artifacts.prepared_file("mnist"))
     return ws
 
 
@@ -158,7 +159,7 @@ def test_crack_source_with_no_readable_negative_is_refused_at_prepare(tmp_path, 
 
 def test_mnist_files_missing_a_class_are_refused_at_prepare(tmp_path, shared_mnist):
     ws = tmp_path / "ws"
-    raw = ws / paths.raw_dir("mnist")
+    raw = ws / artifacts.raw_dir("mnist")
     raw.mkdir(parents=True)
     images = mnist.read_idx(shared_mnist / "train-images-idx3-ubyte.gz")
     labels = mnist.read_idx(shared_mnist / "train-labels-idx1-ubyte.gz")
@@ -176,7 +177,7 @@ def test_mnist_files_missing_a_class_are_refused_at_prepare(tmp_path, shared_mni
 
 def test_a_test_split_missing_a_class_is_refused_at_evaluate(tracked, tmp_path):
     ws = _copy(tracked, tmp_path / "ws")
-    prepared = ws / paths.prepared_file("mnist")
+    prepared = ws / artifacts.prepared_file("mnist")
     data = torch.load(prepared, weights_only=True)
     keep = data["test_y"] != 3
     data["test_x"], data["test_y"] = data["test_x"][keep], data["test_y"][keep]
@@ -248,7 +249,7 @@ def test_cuda_without_a_gpu_is_refused_before_any_data_is_read(tmp_path):
 
 def test_truncated_prepared_tensors_are_named_with_the_command_that_rebuilds_them(tracked, tmp_path):
     ws = _copy(tracked, tmp_path / "ws")
-    prepared = ws / paths.prepared_file("mnist")
+    prepared = ws / artifacts.prepared_file("mnist")
     prepared.write_bytes(prepared.read_bytes()[: prepared.stat().st_size // 2])
     before = _state(ws)
     code, _, err, _ = _run(ws, "--params", "params.yaml", "train", "--dataset", "mnist", "--model", MODEL)
@@ -259,11 +260,11 @@ def test_truncated_prepared_tensors_are_named_with_the_command_that_rebuilds_the
 
 def test_truncated_checkpoint_is_named_with_the_command_that_rebuilds_it(tracked, tmp_path):
     ws = _copy(tracked, tmp_path / "ws")
-    checkpoint = ws / paths.checkpoint_file("mnist", MODEL, SEED)
+    checkpoint = ws / artifacts.checkpoint_file("mnist", MODEL, SEED)
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     before = _state(ws)
     code, _, err, _ = _run(ws, "--params", "params.yaml", "evaluate", "--dataset", "mnist", "--model", MODEL)
-    _failed(code, err, f"{paths.checkpoint_file('mnist', MODEL, SEED)} cannot be read",
+    _failed(code, err, f"{artifacts.checkpoint_file('mnist', MODEL, SEED)} cannot be read",
             f"`pipeline train --dataset mnist --model {MODEL}`")
     assert _state(ws) == before
 
@@ -277,7 +278,7 @@ def test_unreadable_resume_file_is_named_and_training_starts_over_leaving_no_res
     code, _, err, _ = _run(ws, "--params", str(_params(ws)), "train", "--dataset", "mnist", "--model", MODEL)
     assert code == 0 and "Traceback" not in err, err
     assert f"ignoring the resume file: {resume.resume_file('mnist', MODEL, SEED)} cannot be read" in err
-    assert (ws / paths.checkpoint_file("mnist", MODEL, SEED)).is_file()
+    assert (ws / artifacts.checkpoint_file("mnist", MODEL, SEED)).is_file()
     assert not (ws / resume.RESUME_DIR).exists()  # no empty models/.resume/mnist/logreg/ left
     assert list(_runs(ws).values()) == ["FINISHED"]
 
@@ -313,7 +314,7 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, t
     run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
     assert _runs(ws) == {run_id: "FAILED"}
     # The resume file is the one thing left, on purpose: running again goes on from it.
-    assert set(_state(ws)["files"]) == {str(paths.prepared_file("mnist")),
+    assert set(_state(ws)["files"]) == {str(artifacts.prepared_file("mnist")),
                                         str(resume.resume_file("mnist", MODEL, SEED))}
 
 
@@ -334,14 +335,14 @@ def test_corrupt_mirror_file_is_named_by_its_own_path_and_leaves_no_data_folder(
 
 def test_bad_magic_idx_file_is_reported_as_such(tmp_path, shared_mnist):
     ws = tmp_path / "ws"
-    raw = _copy(shared_mnist, ws / paths.raw_dir("mnist"))
+    raw = _copy(shared_mnist, ws / artifacts.raw_dir("mnist"))
     name = "t10k-images-idx3-ubyte.gz"
     content = bytearray(gzip.decompress((raw / name).read_bytes()))
     content[3] = 1  # an images file that claims one dimension
     (raw / name).write_bytes(gzip.compress(bytes(content), compresslevel=1))
     before = _state(ws)
     code, _, err, _ = _run(ws, "--params", str(_params(ws)), "prepare", "--dataset", "mnist")
-    _failed(code, err, f"{paths.raw_dir('mnist') / name}: bad magic number 0x00000801, expected 0x00000803")
+    _failed(code, err, f"{artifacts.raw_dir('mnist') / name}: bad magic number 0x00000801, expected 0x00000803")
     assert "truncated" not in err
     assert _state(ws) == before
 

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, load_params, merge_overrides, parse_params
+from pipeline.models.checks import check_models
 from tests.conftest import REPO, real_params_dict
 
 
@@ -25,8 +26,9 @@ def test_real_params_yaml_is_valid_and_lists_every_mnist_model():
 
 
 def _error(raw) -> str:
+    """The error of reading `raw` as the CLI does: parsed, then each model checked against the registry."""
     with pytest.raises(ConfigError) as e:
-        parse_params(raw)
+        check_models(parse_params(raw))
     return str(e.value)
 
 

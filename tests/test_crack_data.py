@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from pipeline import download, paths, prepare
-from pipeline.data import crack
+from pipeline import artifacts, download, prepare
+from pipeline.data import crack_source, images
 from pipeline.data.errors import DataError
 from pipeline.data.kaggle_download import credentials_found
 from tests.conftest import REPO, shrunk_params, shrunk_params_dict
@@ -32,7 +32,7 @@ KAGGLE_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFI
 def crack_slice(tmp_path, shared_crack) -> Path:
     """The first PER_CLASS real images of each class, copied (tests may damage them)."""
     root = tmp_path / "slice"
-    for cls in crack.CLASSES:
+    for cls in crack_source.CLASSES:
         (root / cls).mkdir(parents=True)
         for src in sorted((shared_crack / cls).glob("*.jpg"))[:PER_CLASS]:
             shutil.copyfile(src, root / cls / src.name)
@@ -152,7 +152,7 @@ def test_rejected_credentials_are_a_data_error_without_traceback(work, tmp_path)
 
 def test_local_folder_source_copies_every_image_by_name(work, crack_slice):
     download.main(crack_params(crack_slice), "crack")
-    raw = paths.raw_dir("crack")
+    raw = artifacts.raw_dir("crack")
     assert files_of(raw) == files_of(crack_slice)
     assert len(list((raw / "Positive").iterdir())) == PER_CLASS
 
@@ -162,7 +162,7 @@ def test_folder_one_level_down_and_file_url(work, crack_slice, tmp_path, monkeyp
     shutil.copytree(crack_slice, outer / "surface-crack-detection")
     monkeypatch.setenv("PIPELINE_CRACK_SOURCE", outer.as_uri())  # the env var wins over params.yaml
     download.main(crack_params(tmp_path / "not-used"), "crack")
-    assert files_of(paths.raw_dir("crack")) == files_of(crack_slice)
+    assert files_of(artifacts.raw_dir("crack")) == files_of(crack_slice)
 
 
 def make_zip(path: Path, folder: Path, prefix: str = "") -> Path:
@@ -175,7 +175,7 @@ def make_zip(path: Path, folder: Path, prefix: str = "") -> Path:
 @pytest.mark.parametrize("prefix", ["", "surface-crack-detection/"])
 def test_zip_source(work, crack_slice, tmp_path, prefix):
     archive = make_zip(tmp_path / "cracks.zip", crack_slice, prefix)
-    counts = crack.fetch(_empty(tmp_path / "dest"), str(archive), "unused/dataset")
+    counts = crack_source.fetch(_empty(tmp_path / "dest"), str(archive), "unused/dataset")
     assert counts == {"Negative": PER_CLASS, "Positive": PER_CLASS}
     assert files_of(tmp_path / "dest") == files_of(crack_slice)
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["Negative", "Positive"]  # no leftovers
@@ -206,7 +206,7 @@ def test_unsafe_zip_member_is_refused_before_anything_is_written(work, crack_sli
             zf.writestr(member, "pwned")
     target = _empty(tmp_path / "target")
     with pytest.raises(DataError) as e:
-        crack.safe_extract(archive, target)
+        crack_source.safe_extract(archive, target)
     assert member in str(e.value) and str(archive) in str(e.value) and problem in str(e.value)
     assert list(target.iterdir()) == [] and not (tmp_path / "evil.txt").exists()
     # Through the stage: nothing in data/crack either.
@@ -242,13 +242,13 @@ def test_bad_files_are_skipped_and_reported_while_the_run_goes_on(work, crack_sl
     download.main(crack_params(crack_slice), "crack")
     prepare.main(crack_params(crack_slice), "crack")
 
-    data = prepare.load_prepared("crack")
+    data = artifacts.load_prepared("crack")
     reasons = {s["file"]: s["reason"] for s in data["skipped"]}
     assert set(reasons) == {f"Positive/{truncated.name}", "Negative/readme.jpg", "Positive/zz_copy.jpg"}
     assert "truncated" in reasons[f"Positive/{truncated.name}"]
     assert "not an image" in reasons["Negative/readme.jpg"]
     assert reasons["Positive/zz_copy.jpg"] == f"duplicate of Positive/{positives[1].name} (identical bytes)"
-    report = json.loads(paths.prepare_report_file("crack").read_text())
+    report = json.loads(artifacts.prepare_report_file("crack").read_text())
     assert report["skipped"] == data["skipped"]
     assert report["files"] == 2 * PER_CLASS + 2 and report["decoded"] == 2 * PER_CLASS - 1
     kept = [n for part in ("train", "val", "test") for n in data[f"{part}_names"]]
@@ -259,7 +259,7 @@ def test_split_is_stratified_disjoint_and_reproducible(work, crack_slice):
     params = crack_params(crack_slice)
     download.main(params, "crack")
     prepare.main(params, "crack")
-    data = prepare.load_prepared("crack")  # weights_only=True: only tensors, str, int, lists, dicts
+    data = artifacts.load_prepared("crack")  # weights_only=True: only tensors, str, int, lists, dicts
 
     names = {part: data[f"{part}_names"] for part in ("train", "val", "test")}
     all_names = [n for part in names.values() for n in part]
@@ -268,18 +268,18 @@ def test_split_is_stratified_disjoint_and_reproducible(work, crack_slice):
         x, y = data[f"{part}_x"], data[f"{part}_y"]
         assert x.dtype == torch.uint8 and x.shape == (len(y), 32, 32) and y.dtype == torch.int64
         assert len(names[part]) == len(y)
-        assert [n.split("/")[0] for n in names[part]] == [crack.CLASSES[k] for k in y.tolist()]
+        assert [n.split("/")[0] for n in names[part]] == [crack_source.CLASSES[k] for k in y.tolist()]
         for label in (0, 1):
             assert abs(int((y == label).sum()) - fraction * PER_CLASS) <= 1
     assert data["image_size"] == 32 and data["classes"] == ["Negative", "Positive"]
     assert len(data["data_version"]) == 12 and data["skipped"] == []
 
-    report = json.loads(paths.prepare_report_file("crack").read_text())
+    report = json.loads(artifacts.prepare_report_file("crack").read_text())
     assert sum(sum(c.values()) for c in report["splits"].values()) == 2 * PER_CLASS
     assert report["data_version"] == data["data_version"] and report["decode_seconds"] >= 0
 
     prepare.main(params, "crack")  # same files, same settings: same split and version
-    again = prepare.load_prepared("crack")
+    again = artifacts.load_prepared("crack")
     assert again["data_version"] == data["data_version"]
     assert all(again[f"{p}_names"] == names[p] for p in names)
     assert torch.equal(again["train_x"], data["train_x"])
@@ -288,9 +288,9 @@ def test_split_is_stratified_disjoint_and_reproducible(work, crack_slice):
 def test_limit_keeps_a_stratified_subset_and_changes_the_version(work, crack_slice):
     download.main(crack_params(crack_slice), "crack")
     prepare.main(crack_params(crack_slice), "crack")
-    full_version = prepare.load_prepared("crack")["data_version"]
+    full_version = artifacts.load_prepared("crack")["data_version"]
     prepare.main(crack_params(crack_slice, limit=20), "crack")
-    data = prepare.load_prepared("crack")
+    data = artifacts.load_prepared("crack")
     labels = torch.cat([data["train_y"], data["val_y"], data["test_y"]])
     assert labels.bincount().tolist() == [10, 10]
     assert data["data_version"] != full_version
@@ -298,6 +298,6 @@ def test_limit_keeps_a_stratified_subset_and_changes_the_version(work, crack_sli
 
 def test_decoded_images_are_grayscale_resized_real_pixels(shared_crack):
     path = sorted((shared_crack / "Positive").glob("*.jpg"))[0]
-    pixels = crack.decode_image(path.read_bytes(), 64)
+    pixels = images.decode_image(path.read_bytes(), 64)
     assert pixels.shape == (64, 64) and pixels.dtype.name == "uint8"
     assert 20 < pixels.mean() < 240 and pixels.std() > 2  # a photo, not a constant or an empty image

@@ -9,7 +9,6 @@ from torch import nn
 
 from pipeline.models import count_params, create_model, get_model_spec, list_models
 from pipeline.models.crack import (
-    STRATEGIES,
     PretrainedWeightsError,
     freeze_batchnorm,
     head_parameters,
@@ -46,7 +45,10 @@ def _trainable(model: nn.Module) -> list[str]:
 def test_registry_lists_the_crack_models():
     # The deep models' builders serve both datasets (tests/test_deep_models.py).
     assert list_models("crack") == ["crack_cnn", *RESNETS, "vgg16", "resnet50", "tiny_vgg", "tiny_resnet"]
-    assert set(STRATEGIES) == set(RESNETS)
+    # One builder, three registry entries: the strategy is a fact of the entry.
+    assert {get_model_spec(n).strategy for n in RESNETS} == {"feature", "finetune", "progressive"}
+    assert {get_model_spec(n).builder for n in RESNETS} == {get_model_spec(RESNETS[0]).builder}
+    assert get_model_spec("crack_cnn").strategy is None
     rows = {r["name"]: r for r in describe_models()}
     for name, params in CRACK_PARAMS.items():
         assert rows[name]["dataset"] == "crack"
@@ -121,10 +123,10 @@ def test_freeze_batchnorm_is_a_no_op_when_everything_trains():
 
 
 def test_trainable_part_follows_each_strategy():
-    assert [trainable_part("resnet18_feature", e, 2) for e in range(4)] == ["head"] * 4
-    assert [trainable_part("resnet18_finetune", e, 2) for e in range(4)] == ["all"] * 4
-    assert [trainable_part("resnet18_progressive", e, 2) for e in range(4)] == ["head", "head", "all", "all"]
-    assert trainable_part("crack_cnn", 0) == "all"
+    assert [trainable_part("feature", e, 2) for e in range(4)] == ["head"] * 4
+    assert [trainable_part("finetune", e, 2) for e in range(4)] == ["all"] * 4
+    assert [trainable_part("progressive", e, 2) for e in range(4)] == ["head", "head", "all", "all"]
+    assert trainable_part(None, 0) == "all"  # a model without a strategy trains everything
     with pytest.raises(ValueError, match="'head' or 'all'"):
         set_trainable(create_model("resnet18_feature"), "backbone")
 

@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import pytest
 import torch
+import yaml
 
-from pipeline import evaluate, paths, train
-from pipeline.config import ConfigError
-from pipeline.learners import build_learner
-from pipeline.prepare import load_prepared
-from pipeline.train import read_curves
-from tests.conftest import shrunk_params
+from pipeline import artifacts, cli, evaluate, train
+from pipeline.artifacts import load_prepared, read_curves
+from pipeline.engine.learners import build_learner
+from tests.conftest import shrunk_params, shrunk_params_dict
 
 
 def test_crack_cnn_trains_and_reports_binary_metrics(workspace, mlflow_uri):
     params = shrunk_params(crack_models=["crack_cnn"], epochs=3)
     (checkpoint,) = train.main(params, "crack", "crack_cnn")
     metrics = evaluate.main(params, "crack", "crack_cnn")
-    assert json.loads(paths.metrics_file("crack", "crack_cnn").read_text()) == metrics
+    assert json.loads(artifacts.metrics_file("crack", "crack_cnn").read_text()) == metrics
     assert {"test_accuracy", "test_loss", "params", "best_epoch", "train_seconds", "test_precision",
             "test_recall", "test_f1", "test_roc_auc", "threshold"} <= set(metrics)
     assert metrics["params"] == 24_569
@@ -32,7 +32,7 @@ def test_crack_cnn_trains_and_reports_binary_metrics(workspace, mlflow_uri):
     learner = build_learner("crack_cnn", "crack", params.train_config("crack", "crack_cnn"),
                             torch.device("cpu"), params.seeds[0])
     learner.load_state_dict(checkpoint["state_dict"])
-    from pipeline.binary import choose_threshold
+    from pipeline.engine.binary import choose_threshold
 
     val_p = torch.sigmoid(learner.logits(data["val_x"], 1000)[:, 0]).numpy()
     assert metrics["threshold"] == pytest.approx(choose_threshold(val_p, data["val_y"].numpy()))
@@ -41,8 +41,8 @@ def test_crack_cnn_trains_and_reports_binary_metrics(workspace, mlflow_uri):
     assert metrics["test_accuracy"] == pytest.approx((predicted == data["test_y"].numpy()).mean())
 
     for kind, columns in (("roc", "fpr,tpr"), ("pr", "recall,precision")):
-        assert paths.curve_points_file("crack", kind, "crack_cnn").read_text().startswith(columns)
-    header = paths.predictions_file("crack", "crack_cnn").read_text().splitlines()[0]
+        assert artifacts.curve_points_file("crack", kind, "crack_cnn").read_text().startswith(columns)
+    header = artifacts.predictions_file("crack", "crack_cnn").read_text().splitlines()[0]
     assert header == "actual,predicted,probability,file"
 
     client = mlflow.MlflowClient(mlflow_uri)
@@ -73,14 +73,15 @@ def test_progressive_trains_the_head_then_everything(workspace, mlflow_uri):
     assert [r["epoch"] for r in read_curves("crack", "resnet18_progressive", 12)] == [1, 2]
 
 
-def test_transfer_settings_are_checked_before_training(workspace, mlflow_uri):
+def test_transfer_settings_are_checked_before_training(workspace, mlflow_uri, capsys):
     bad = {
         "crack_cnn": ({"pretrained": True}, r"train\.crack\.crack_cnn\.pretrained"),
         "resnet18_progressive": ({"unfrozen_lr": None}, r"train\.crack\.resnet18_progressive: .*unfrozen_lr"),
     }
     for model, (override, message) in bad.items():
-        params = shrunk_params(crack_models=[model], train={"crack": {model: override}})
-        with pytest.raises(ConfigError, match=message):
-            train.main(params, "crack", model)
+        raw = shrunk_params_dict(crack_models=[model], train={"crack": {model: override}})
+        (workspace / "bad.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+        assert cli.main(["--params", "bad.yaml", "train", "--dataset", "crack", "--model", model]) == 2
+        assert re.search(message, capsys.readouterr().err)
     client = mlflow.MlflowClient(mlflow_uri)
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

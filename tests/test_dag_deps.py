@@ -13,6 +13,7 @@ import ast
 import functools
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.conftest import REPO
@@ -135,13 +136,20 @@ def test_every_code_dep_is_imported_by_its_stage():
 
 
 def test_function_level_and_package_imports_are_followed():
-    files = {str(p.relative_to(REPO)) for p in imported_files("pipeline.download")}
-    # config.parse_params imports the model registry inside a function; the registry imports
-    # each family module inside _load_families().
-    assert {"pipeline/config.py", "pipeline/models/__init__.py", "pipeline/models/registry.py",
-            "pipeline/models/lenet.py"} <= files
-    # train's MLflow child: `python -m pipeline.run_log`, a string in an argv list.
-    assert REPO / "pipeline" / "run_log.py" in imported_files("pipeline.train")
+    files = {str(p.relative_to(REPO)) for p in imported_files("pipeline.train")}
+    # The registry imports each family module inside _load_families(); the dataset record its
+    # datasets' modules inside functions.
+    assert {"pipeline/config/__init__.py", "pipeline/models/__init__.py", "pipeline/models/registry.py",
+            "pipeline/models/lenet.py", "pipeline/data/datasets.py", "pipeline/data/mnist.py"} <= files
+    # train's MLflow child: `python -m pipeline.tracking.run_log`, a string in an argv list.
+    assert "pipeline/tracking/run_log.py" in files
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare"])
+def test_the_data_stages_import_no_model(stage):
+    """A change to a model's code must not re-run a download (Kaggle's takes minutes) or a split."""
+    files = {str(p.relative_to(REPO)) for p in imported_files(f"pipeline.{stage}")}
+    assert not [f for f in files if f.startswith(("pipeline/models/", "pipeline/engine/", "pipeline/tracking/"))]
 
 
 def test_removing_any_code_dep_is_caught(tmp_path):

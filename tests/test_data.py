@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import download, paths
+from pipeline import artifacts, download
 from pipeline.data import mnist
 from pipeline.data.split import stratified_split
 from tests.conftest import shrunk_params
@@ -20,7 +20,7 @@ from tests.conftest import shrunk_params
 def test_download_from_mirror_folder_verifies_every_file(tmp_path, monkeypatch, shared_mnist):
     monkeypatch.chdir(tmp_path)
     download.main(shrunk_params())
-    raw = paths.raw_dir("mnist")
+    raw = artifacts.raw_dir("mnist")
     assert sorted(p.name for p in raw.iterdir()) == sorted(mnist.FILES)
     # The shared train-images .gz differs from the official .gz in its header only: accepted.
     for name in mnist.FILES:
@@ -43,14 +43,14 @@ def test_download_from_mirror_url(tmp_path, monkeypatch, http_mirror):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_MNIST_MIRROR", http_mirror)  # the env var wins over params.yaml
     download.main(shrunk_params())
-    assert sorted(p.name for p in paths.raw_dir("mnist").iterdir()) == sorted(mnist.FILES)
+    assert sorted(p.name for p in artifacts.raw_dir("mnist").iterdir()) == sorted(mnist.FILES)
 
 
 def test_download_from_file_url(tmp_path, monkeypatch, shared_mnist):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_MNIST_MIRROR", shared_mnist.as_uri())
     download.main(shrunk_params())
-    assert len(list(paths.raw_dir("mnist").iterdir())) == 4
+    assert len(list(artifacts.raw_dir("mnist").iterdir())) == 4
 
 
 def test_unreachable_url_mirror_says_how_to_work_offline(tmp_path, monkeypatch):
@@ -132,7 +132,7 @@ def test_stratified_split_keeps_class_proportions(shared_mnist):
 
 
 def test_prepared_file_keeps_the_official_test_set(workspace, shared_mnist):
-    from pipeline.prepare import load_prepared
+    from pipeline.artifacts import load_prepared
 
     data = load_prepared("mnist")
     test_x, test_y = mnist.load_split(shared_mnist, "t10k")

@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from pipeline import evaluate, paths, train
+from pipeline import artifacts, evaluate, train
 from pipeline.config import ConfigError, RuntimeConfig, TrainConfig
-from pipeline.cost import flops_per_image
 from pipeline.data import mnist
 from pipeline.data.presets import InputPreset
-from pipeline.learners import build_learner
+from pipeline.engine.cost import flops_per_image
+from pipeline.engine.learners import build_learner
+from pipeline.engine.runtime import accelerator
 from pipeline.models import count_params, create_model, get_model_spec
-from pipeline.runtime import accelerator
 from tests.conftest import shrunk_params
 
 DEEP = ["vgg16", "resnet50", "tiny_vgg", "tiny_resnet"]
@@ -186,17 +186,17 @@ def test_subset_training_through_the_stages(workspace, mlflow_uri):
     assert metrics["flops_per_image"] == flops_per_image(create_model("tiny_vgg"), (1, 32, 32))
     assert metrics["latency_ms_batch1"] > 0 and metrics["latency_ms_batch256"] > 0
     assert metrics["train_seconds_per_epoch"] == pytest.approx(checkpoint["train_seconds"] / 2, abs=0.01)
-    assert json.loads(paths.metrics_file("mnist", "tiny_vgg").read_text()) == metrics
+    assert json.loads(artifacts.metrics_file("mnist", "tiny_vgg").read_text()) == metrics
     # The subset is stratified: each digit keeps its share of the training split.
-    prepared = torch.load(paths.prepared_file("mnist"), weights_only=True)
+    prepared = torch.load(artifacts.prepared_file("mnist"), weights_only=True)
     data = train.subset_splits(prepared, params.train_config("mnist", "tiny_vgg"), params.seeds[0])
     share = torch.bincount(prepared["train_y"]) * 300 / len(prepared["train_y"])
     assert (torch.bincount(data["train_y"]) - share).abs().max() <= 1
 
 
 def test_report_layer_table_follows_the_trained_input_and_dataset():
-    from pipeline.report_build import layer_rows
-    from pipeline.results import ModelResult
+    from pipeline.reporting.build import layer_rows
+    from pipeline.reporting.results import ModelResult
 
     def rows(name, dataset, **cfg):
         result = ModelResult(name, dataset, get_model_spec(name), _cfg(**cfg), metrics={}, runs=[{}],

@@ -10,9 +10,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import cli, distributed, paths, train
+from pipeline import artifacts, cli, train
+from pipeline.artifacts import read_curves
 from pipeline.config import ConfigError
-from pipeline.train import read_curves
+from pipeline.engine import distributed
 from tests.conftest import shrunk_params, shrunk_params_dict
 
 MODEL, SEED = "cnn1", 12
@@ -33,7 +34,7 @@ def test_two_processes_match_one_process(workspace, mlflow_uri, tmp_path):
                            "--dataset", "mnist", "--model", MODEL], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--nproc_per_node=2" in proc.stderr  # it did run under torchrun
-    multi = torch.load(paths.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
+    multi = torch.load(artifacts.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
 
     # Each step's batch is the same 64 images split 32 + 32 over the ranks, so only the order of
     # float sums differs (DDP averages two half-batch gradients). Measured on CPU: max |dw| 3.7e-7
@@ -54,7 +55,8 @@ def test_two_processes_match_one_process(workspace, mlflow_uri, tmp_path):
 
 
 @pytest.mark.parametrize(("settings", "key"), [
-    (dict(models=["numpy_cnn"]), "runtime.distributed.nproc: numpy_cnn is a NumPy model"),
+    (dict(models=["numpy_cnn"]), "train.mnist.numpy_cnn: numpy_cnn is a NumPy model and trains in one process "
+                                 "only; set runtime.distributed.nproc: 1"),
     (dict(models=[MODEL], train={"mnist": {MODEL: {"batch_size": 63}}}),
      f"train.mnist.{MODEL}.batch_size: 63 does not split evenly"),
 ])
@@ -70,7 +72,7 @@ def test_unsupported_multi_process_settings_fail_before_training(settings, key, 
 
 def test_multi_process_settings_need_torchrun(workspace, mlflow_uri):
     params = shrunk_params(**_settings(2))
-    distributed.check(params, "mnist", MODEL)  # valid settings...
+    distributed.check(params)  # valid settings...
     with pytest.raises(ConfigError, match="runtime.distributed.nproc: 2 processes are started by"):
         train.main(params, "mnist", MODEL)  # ...but this process is not one of torchrun's
     with pytest.raises(ConfigError, match="runtime.distributed.backend"):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.interpret import feature_maps, first_conv_filters, grad_cam, grad_cam_layer, last_conv_layer
+from pipeline.reporting.gradcam import feature_maps, first_conv_filters, grad_cam, grad_cam_layer, last_conv_layer
 
 SIZE = 32
 

@@ -1,18 +1,20 @@
 """lab-D's NumPy CNN: every gradient against torch autograd and finite differences, real training."""
 from __future__ import annotations
 
+import re
+
 import mlflow
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
-from pipeline import evaluate, paths, train
-from pipeline.config import ConfigError
+from pipeline import artifacts, cli, evaluate, train
+from pipeline.artifacts import load_prepared
 from pipeline.models import numpy_cnn as nc
 from pipeline.models.numpy_cnn import NumpyCNN
-from pipeline.prepare import load_prepared
-from tests.conftest import shrunk_params
+from tests.conftest import shrunk_params, shrunk_params_dict
 
 TOL = 1e-6
 
@@ -230,7 +232,7 @@ def test_train_epoch_is_shuffled_sgd(rng, batch_size):
 def test_flops_match_torch_counting_the_same_network():
     from torch import nn
 
-    from pipeline.cost import flops_per_image
+    from pipeline.engine.cost import flops_per_image
 
     same = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1, bias=False), nn.ReLU(), nn.MaxPool2d(2),
                          nn.Flatten(), nn.Linear(196, 10))
@@ -324,7 +326,7 @@ def test_trains_and_evaluates_through_the_stages(workspace, mlflow_uri):
     assert metrics["test_accuracy"] > 0.865
 
     # The checkpoint loads safely and holds the weights that scored these metrics.
-    saved = torch.load(paths.checkpoint_file("mnist", "numpy_cnn", 12), weights_only=True)
+    saved = torch.load(artifacts.checkpoint_file("mnist", "numpy_cnn", 12), weights_only=True)
     model = NumpyCNN()
     model.load_state_dict({k: v.numpy() for k, v in saved["state_dict"].items()})
     data = load_prepared("mnist")
@@ -342,9 +344,10 @@ def test_trains_and_evaluates_through_the_stages(workspace, mlflow_uri):
     np.testing.assert_allclose(served.predict(test_x[:5]), model.forward(test_x[:5]), rtol=1e-6)
 
 
-def test_refuses_an_optimiser_it_does_not_have(workspace, mlflow_uri):
-    params = shrunk_params(models=["numpy_cnn"], train={"mnist": {"numpy_cnn": {"optimizer": "adam"}}})
-    with pytest.raises(ConfigError, match=r"train\.mnist\.numpy_cnn: .*optimizer: sgd"):
-        train.main(params, "mnist", "numpy_cnn")
+def test_refuses_an_optimiser_it_does_not_have(workspace, mlflow_uri, capsys):
+    raw = shrunk_params_dict(models=["numpy_cnn"], train={"mnist": {"numpy_cnn": {"optimizer": "adam"}}})
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert cli.main(["--params", "bad.yaml", "train", "--dataset", "mnist", "--model", "numpy_cnn"]) == 2
+    assert re.search(r"train\.mnist\.numpy_cnn: .*optimizer: sgd", capsys.readouterr().err)
     client = mlflow.MlflowClient(mlflow_uri)  # refused before any run was opened
     assert not client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -10,26 +10,18 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import cli, paths
+from pipeline import artifacts, cli
 from pipeline.data import mnist
 from tests.conftest import SHARED_CRACK, SHARED_MNIST
-from tests.test_serving import train_evaluate_register
 
 N_DIGITS = 30
 N_CRACKS = 24
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, prepared_workspace, shared_mnist, shared_crack):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = tmp_path_factory.mktemp("predict")
-        yield root, train_evaluate_register(root, prepared_workspace, monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def digits(registered):
+def digits(registered_store):
     """The first official test digits as 28x28 grayscale PNGs, and their labels."""
-    root, _ = registered
+    root, _ = registered_store
     images = mnist.read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")[:N_DIGITS]
     labels = mnist.read_idx(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz")[:N_DIGITS]
     folder = root / "digits"
@@ -49,7 +41,7 @@ def _predict(capsys, *argv) -> tuple[int, str, str]:
 
 def _evaluated(dataset: str, model: str) -> list[dict]:
     """The evaluate stage's predictions of the test split, in its order."""
-    with paths.predictions_file(dataset, model).open() as f:
+    with artifacts.predictions_file(dataset, model).open() as f:
         return list(csv.DictReader(f))
 
 
@@ -67,9 +59,8 @@ def test_predict_classifies_mnist_pngs_like_the_evaluate_stage(registered, digit
     # mlp after one epoch on 1,800 images: 25 of these 30 right (measured, deterministic).
     assert (np.array(predicted) == labels).sum() >= 24
     # The probability is the softmax of the champion's own checkpoint on the same test images.
-    from pipeline.evaluate import load_checkpoint
-    from pipeline.learners import build_learner
-    from pipeline.prepare import load_prepared
+    from pipeline.artifacts import load_checkpoint, load_prepared
+    from pipeline.engine.learners import build_learner
 
     _, params = registered
     learner = build_learner("mlp", "mnist", params.train_config("mnist", "mlp"), torch.device("cpu"), 12,
@@ -117,11 +108,11 @@ def test_predict_classifies_real_crack_jpegs_as_evaluate_did(registered, capsys)
     assert code == 0
     answer = json.loads(out)
     assert answer["model"] == "crack_cnn" and answer["model_uri"] == "models:/crack-classifier@champion"
-    names = ["negative", "positive"]
+    names = ["no crack", "crack"]
     for p, row in zip(answer["predictions"], evaluated):
         # Decoded exactly as prepare decoded it for the cache: the same class and probability.
         assert p["class"] == names[int(row["predicted"])]
-        positive = p["probability"] if p["class"] == "positive" else 1 - p["probability"]
+        positive = p["probability"] if p["class"] == "crack" else 1 - p["probability"]
         assert positive == pytest.approx(float(row["probability"]), abs=2e-6)
     right = sum(p["class"] == names[int(row["actual"])] for p, row in zip(answer["predictions"], evaluated))
     # crack_cnn after 3 epochs on 240 images: 22 of these 24 right (measured, deterministic).
@@ -161,11 +152,15 @@ def test_no_registered_champion_says_how_to_register(registered, digits, capsys,
     assert "no model is registered as mnist-classifier@champion" in err and "`pipeline register`" in err
 
 
-def test_read_images_gives_the_prepare_stage_pixels(registered):
+def test_read_images_gives_the_prepare_stage_pixels(registered, digits):
     # A 28x28 grayscale PNG comes back bit for bit: no resampling when the side already fits.
+    from pipeline.data.datasets import get_dataset
     from pipeline.predict import read_images
 
-    root, _ = registered
+    files, _ = digits
+    _, params = registered
     images = mnist.read_idx(SHARED_MNIST / "t10k-images-idx3-ubyte.gz")[:3]
-    got = read_images([str(root / "digits" / f"digit{i:02d}.png") for i in range(3)], 28)
-    assert torch.equal(got, torch.from_numpy(images.copy()))
+    contents = read_images(files[:3], 28)
+    assert contents == [open(f, "rb").read() for f in files[:3]]
+    decoded = np.stack([get_dataset("mnist").decode(data, params) for data in contents])
+    assert np.array_equal(decoded, images)

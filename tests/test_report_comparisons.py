@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 
-from pipeline.comparisons import pair_tests, recommend, source_tests
 from pipeline.models import get_model_spec
-from pipeline.report_tables import SOURCE_COLUMNS, recommendation_line, source_table
-from pipeline.results import ModelResult
+from pipeline.reporting.comparisons import pair_tests, recommend, source_tests
+from pipeline.reporting.results import ModelResult
+from pipeline.reporting.tables import SOURCE_COLUMNS, recommendation_line, source_table
 from tests.conftest import shrunk_params
 
 N = 1000

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import evaluate, paths, report, train
-from pipeline.comparisons import recommend
-from pipeline.stats import mcnemar_from_counts
-from pipeline.tracking import TrackingError
+from pipeline import artifacts, evaluate, report, train
+from pipeline.reporting.comparisons import recommend
+from pipeline.reporting.stats import mcnemar_from_counts
+from pipeline.tracking.store import TrackingError
 from tests.conftest import REPO, shrunk_params, shrunk_params_dict
 
 MNIST_MODELS = ["logreg", "cnn1", "numpy_cnn"]
@@ -43,7 +43,7 @@ def reported(prepared_workspace, tmp_path_factory):
     ws = tmp_path_factory.mktemp("report_ws")
     for dataset in ("mnist", "crack"):
         (ws / "data" / dataset).mkdir(parents=True)
-        shutil.copy(prepared_workspace / paths.prepared_file(dataset), ws / paths.prepared_file(dataset))
+        shutil.copy(prepared_workspace / artifacts.prepared_file(dataset), ws / artifacts.prepared_file(dataset))
     uri = f"sqlite:///{ws / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
@@ -176,10 +176,10 @@ def test_every_model_has_its_row_and_each_reported_figure_its_test(reported):
         assert sorted(row[0] for row in tables[f"comparison-{dataset}"]) == sorted(models)
     assert "source-crack" not in tables  # no source reports a crack figure
     (row,) = tables["source-mnist"]
-    with open(ws / paths.predictions_file("mnist", "numpy_cnn")) as f:
+    with open(ws / artifacts.predictions_file("mnist", "numpy_cnn")) as f:
         predictions = list(csv.DictReader(f))
     n, errors = len(predictions), sum(r["actual"] != r["predicted"] for r in predictions)
-    accuracy = json.loads((ws / paths.metrics_file("mnist", "numpy_cnn")).read_text())["test_accuracy"]
+    accuracy = json.loads((ws / artifacts.metrics_file("mnist", "numpy_cnn")).read_text())["test_accuracy"]
     # lab-D's 90.51%, error rate 0.0949: P(at most our errors) term by term, in logs (n is 10,000).
     by_hand = sum(math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
                            + k * math.log(0.0949) + (n - k) * math.log(0.9051)) for k in range(errors + 1))
@@ -213,7 +213,7 @@ def test_tables_statistics_and_verdict_are_computed_from_the_predictions(reporte
     mnist = reports["mnist"]
     correct = {}
     for model in MNIST_MODELS:
-        with open(ws / paths.predictions_file("mnist", model)) as f:
+        with open(ws / artifacts.predictions_file("mnist", model)) as f:
             correct[model] = [r["actual"] == r["predicted"] for r in csv.DictReader(f)]
     only_logreg = sum(a and not b for a, b in zip(correct["logreg"], correct["cnn1"]))
     only_cnn1 = sum(b and not a for a, b in zip(correct["logreg"], correct["cnn1"]))
@@ -234,7 +234,7 @@ def test_tables_statistics_and_verdict_are_computed_from_the_predictions(reporte
 
 def test_several_seeds_show_their_mean_and_spread(reported):
     ws, uri, reports = reported
-    runs = json.loads((ws / paths.seed_metrics_file("mnist", "logreg")).read_text())
+    runs = json.loads((ws / artifacts.seed_metrics_file("mnist", "logreg")).read_text())
     accuracies = [r["test_accuracy"] for r in runs]
     mean = sum(accuracies) / 2
     spread = abs(accuracies[0] - accuracies[1]) / 2 ** 0.5
@@ -298,7 +298,7 @@ def test_an_unreachable_tracking_store_fails_clearly_before_any_work(reported, m
 
 
 def test_older_metrics_without_flops_or_latency_show_a_dash(reported):
-    from pipeline.report_tables import columns
+    from pipeline.reporting.tables import columns
 
     _, _, reports = reported
     result = reports["mnist"].results[0]

@@ -14,14 +14,15 @@ import pytest
 import torch
 import yaml
 
-from pipeline import paths, resume
-from pipeline.learners import build_learner
-from pipeline.prepare import load_prepared
+from pipeline import artifacts
+from pipeline.artifacts import load_prepared
+from pipeline.engine import resume
+from pipeline.engine.learners import build_learner
 from tests.conftest import shrunk_params, shrunk_params_dict
 
 MODEL, SEED, EPOCHS = "cnn1", 12, 6
 RESUME = resume.resume_file("mnist", MODEL, SEED)
-CHECKPOINT = paths.checkpoint_file("mnist", MODEL, SEED)
+CHECKPOINT = artifacts.checkpoint_file("mnist", MODEL, SEED)
 
 
 def _params_file(folder: Path, **train) -> Path:
@@ -66,7 +67,7 @@ def _train_killed(params_file: Path, cwd: Path, env: dict) -> dict:
 
 def _outputs(cwd: Path) -> tuple[dict, list[str]]:
     checkpoint = torch.load(cwd / CHECKPOINT, weights_only=True)
-    curves = (cwd / paths.curves_file("mnist", MODEL, SEED)).read_text().splitlines()
+    curves = (cwd / artifacts.curves_file("mnist", MODEL, SEED)).read_text().splitlines()
     # The last column is each epoch's wall time, the one thing a resumed run may not repeat.
     return checkpoint, [line.rsplit(",", 1)[0] for line in curves]
 

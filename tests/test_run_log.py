@@ -1,4 +1,4 @@
-"""The train stage's MLflow child (pipeline.run_log): real `pipeline train` processes, a real
+"""The train stage's MLflow child (pipeline.tracking.run_log): real `pipeline train` processes, a real
 sqlite store, real signals."""
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ import pytest
 import torch
 import yaml
 
-from pipeline import paths, resume, tracking
-from pipeline.run_log import RunLog
-from pipeline.tracking import TrackingError
+from pipeline import artifacts
+from pipeline.engine import resume
+from pipeline.tracking.run_log import RunLog
+from pipeline.tracking.runs import file_md5
+from pipeline.tracking.store import TrackingError
 from tests.conftest import shrunk_params_dict
 
 MODEL, SEED = "cnn1", 12
@@ -37,7 +39,7 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     proc = subprocess.run([sys.executable, "-c", code, params, MODEL], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
-    checkpoint = torch.load(paths.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
+    checkpoint = torch.load(artifacts.checkpoint_file("mnist", MODEL, SEED), weights_only=True)
     client = mlflow.MlflowClient(mlflow_uri)
     run = client.get_run(checkpoint["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.info.run_name == f"{MODEL}-seed{SEED}"
@@ -48,7 +50,7 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     # Its data: the prepared file, under the digest DVC gives it.
     (data,) = run.inputs.dataset_inputs
     assert data.dataset.name == "mnist-prepared"
-    assert data.dataset.digest == tracking.file_md5(paths.prepared_file("mnist"))
+    assert data.dataset.digest == file_md5(artifacts.prepared_file("mnist"))
     assert {t.key: t.value for t in data.tags}["mlflow.data.context"] == "training"
     assert json.loads(data.dataset.profile) == {"train": 1800, "val": 200}  # the test split never reaches training
     assert data.dataset.source_type == "local" and "prepared.pt" in data.dataset.source

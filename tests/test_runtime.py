@@ -1,4 +1,4 @@
-"""Process-wide settings of pipeline.runtime, each checked in a fresh Python process."""
+"""Process-wide settings of pipeline.engine.runtime, each checked in a fresh Python process."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +12,7 @@ def _python(code: str, *args: str) -> str:
 
 
 def test_cpu_determinism_is_on_without_importing_inductor():
-    code = ("import sys, torch; from pipeline import runtime; from pipeline.config import RuntimeConfig; "
+    code = ("import sys, torch; from pipeline.engine import runtime; from pipeline.config import RuntimeConfig; "
             "runtime.setup(RuntimeConfig(device='cpu'), 0); "
             "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
     assert _python(code).split() == ["True", "False"]
@@ -20,7 +20,7 @@ def test_cpu_determinism_is_on_without_importing_inductor():
 
 STEP_FAULTS = """
 import resource, sys, torch
-from pipeline import runtime
+from pipeline.engine import runtime
 if sys.argv[1] == "keep":
     runtime.keep_freed_memory()
 def step():  # a training step's pattern: large buffers alive together, then all freed

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,57 +14,30 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from pipeline import evaluate, paths, register, serving, tracking, train
-from pipeline.config import Params, parse_params
-from pipeline.predict import model_input
-from tests.conftest import SHARED_CRACK, shrunk_params, shrunk_params_dict
+from pipeline import artifacts, register
+from pipeline.config import Params
+from pipeline.engine.learners import build_learner
+from pipeline.tracking import serving
+from pipeline.tracking.store import TrackingError, tracking_uri
+from tests.conftest import SHARED_CRACK, served_champion, shrunk_params
 
-MNIST_MODELS = ["logreg", "mlp"]  # the better one (mlp) second: the champion is not just the first
 
-
-def train_evaluate_register(root: Path, prepared_workspace: Path, monkeypatch) -> Params:
-    """In `root` (a fresh folder with a copy of the prepared slices): logreg and mlp for one epoch
-    on 1,800 MNIST images, crack_cnn for 3 on 240 crack images at 32x32, each evaluated, then
-    `register`."""
-    for dataset in ("mnist", "crack"):
-        (root / "data" / dataset).mkdir(parents=True)
-        shutil.copy(prepared_workspace / paths.prepared_file(dataset), root / paths.prepared_file(dataset))
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    monkeypatch.setenv("PIPELINE_GROUP", "pytest-serving")
-    # mlp at the course's plain Adam 1e-3, batch 64: in one epoch it beats logreg (its default
-    # one-cycle recipe with augmentation needs its 30 epochs), so the champion is not the first.
-    mlp = {"lr": 0.001, "batch_size": 64, "schedule": "constant", "augment": False}
-    raw = shrunk_params_dict(models=MNIST_MODELS, crack_models=["crack_cnn"], epochs=1,
-                             train={"mnist": {"mlp": mlp}, "crack": {"crack_cnn": {"epochs": 3}}})
-    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))  # for `pipeline predict`
-    params = parse_params(raw)
-    for dataset in params.train:
-        for model in params.models(dataset):
-            train.main(params, dataset, model)
-            evaluate.main(params, dataset, model)
-    register.main(params)
-    return params
+def _tensor_inputs(params: Params, images: torch.Tensor) -> np.ndarray:
+    """What a caller with tensors posts: mlp's own preset applied (its learner's, on the CPU)."""
+    learner = build_learner("mlp", "mnist", params.train_config("mnist", "mlp"), torch.device("cpu"), seed=0)
+    return learner.example_input(images)
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, prepared_workspace):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        root = tmp_path_factory.mktemp("serving")
-        yield root, train_evaluate_register(root, prepared_workspace, monkeypatch)
-
-
-@pytest.fixture(scope="module")
-def server(registered):
-    with tracking.ModelServer(register.champion_uri("mnist")) as served:
+def server(registered_store):
+    with served_champion(registered_store, "mnist") as served:
         yield served
 
 
 @pytest.fixture(scope="module")
-def crack_server(registered):
-    with tracking.ModelServer(register.champion_uri("crack")) as served:
+def crack_server(registered_store):
+    with served_champion(registered_store, "crack") as served:
         yield served
 
 
@@ -75,7 +47,7 @@ def _images_body(files: list[bytes]) -> bytes:
 
 
 def _evaluated(dataset: str, model: str, count: int) -> list[dict]:
-    with paths.predictions_file(dataset, model).open() as f:
+    with artifacts.predictions_file(dataset, model).open() as f:
         return [row for _, row in zip(range(count), csv.DictReader(f))]
 
 
@@ -89,30 +61,31 @@ def _post(url: str, body: bytes, content_type: str = "application/json") -> tupl
 
 
 def _test_images(count: int) -> tuple[torch.Tensor, np.ndarray]:
-    data = torch.load(paths.prepared_file("mnist"), weights_only=True)  # the official 10k test set
+    data = torch.load(artifacts.prepared_file("mnist"), weights_only=True)  # the official 10k test set
     return data["test_x"][:count], data["test_y"][:count].numpy()
 
 
 def test_register_picks_the_most_accurate_model_and_its_logged_model(registered):
     root, params = registered
-    accuracy = {m: json.loads(paths.metrics_file("mnist", m).read_text())["test_accuracy"] for m in MNIST_MODELS}
+    accuracy = {m: json.loads(artifacts.metrics_file("mnist", m).read_text())["test_accuracy"]
+                for m in ("logreg", "mlp")}
     assert accuracy["mlp"] > accuracy["logreg"]
-    entry = json.loads(register.registry_file("mnist").read_text())
-    (seed_run,) = json.loads(paths.seed_metrics_file("mnist", "mlp").read_text())
+    entry = json.loads(artifacts.registry_file("mnist").read_text())
+    (seed_run,) = json.loads(artifacts.seed_metrics_file("mnist", "mlp").read_text())
     assert entry == {"name": "mnist-classifier", "version": 1, "alias": "champion",
                      "uri": "models:/mnist-classifier@champion", "run_id": seed_run["mlflow_run_id"],
                      "model": "mlp", "test_accuracy": accuracy["mlp"], "run_test_accuracy": accuracy["mlp"]}
-    crack = json.loads(register.registry_file("crack").read_text())
+    crack = json.loads(artifacts.registry_file("crack").read_text())
     assert (crack["name"], crack["model"], crack["version"]) == ("crack-classifier", "crack_cnn", 1)
 
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri())  # this test's store, whatever an earlier test set
     version = client.get_model_version_by_alias("mnist-classifier", "champion")
     assert version.run_id == entry["run_id"] and version.tags == {"dataset": "mnist", "model": "mlp"}
     info = mlflow.models.get_model_info(entry["uri"])
     # Two input forms (image files, tensors): no input schema, the model checks each request.
     assert info.signature.inputs is None
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["class", "probability"]
-    assert info.flavors["python_function"]["loader_module"] == "pipeline.serving"
+    assert info.flavors["python_function"]["loader_module"] == "pipeline.tracking.serving"
     assert "pytorch" in info.flavors  # mlflow.pytorch.load_model still loads the network
     assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"  # an image
     requirements = mlflow.pyfunc.get_model_dependencies(entry["uri"])
@@ -121,13 +94,13 @@ def test_register_picks_the_most_accurate_model_and_its_logged_model(registered)
 
 def test_register_again_creates_no_version_and_follows_the_champion(registered):
     root, params = registered
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri())  # this test's store, whatever an earlier test set
     versions = lambda: sorted(int(v.version) for v in client.search_model_versions("name = 'mnist-classifier'"))  # noqa: E731
     champion = lambda: client.get_model_version_by_alias("mnist-classifier", "champion")  # noqa: E731
-    before = register.registry_file("mnist").read_text()
+    before = artifacts.registry_file("mnist").read_text()
     register.main(params)
     assert versions() == [1] and int(champion().version) == 1
-    assert register.registry_file("mnist").read_text() == before
+    assert artifacts.registry_file("mnist").read_text() == before
 
     # Only logreg configured: it becomes the champion, a new version.
     only_logreg = shrunk_params(models=["logreg"], crack_models=["crack_cnn"])
@@ -136,18 +109,18 @@ def test_register_again_creates_no_version_and_follows_the_champion(registered):
     # Back to both: the alias returns to version 1, which already holds mlp's run.
     register.main(params)
     assert versions() == [1, 2] and int(champion().version) == 1
-    assert register.registry_file("mnist").read_text() == before
+    assert artifacts.registry_file("mnist").read_text() == before
 
 
 def test_register_refuses_a_metrics_file_that_does_not_match_its_run(registered):
     root, params = registered
-    path = paths.seed_metrics_file("mnist", "mlp")
+    path = artifacts.seed_metrics_file("mnist", "mlp")
     original = path.read_text()
     runs = json.loads(original)
     runs[0]["test_accuracy"] = 0.999
     path.write_text(json.dumps(runs))
     try:
-        with pytest.raises(tracking.TrackingError, match=r"holds test_accuracy .* its metrics file 0\.999"):
+        with pytest.raises(TrackingError, match=r"holds test_accuracy .* its metrics file 0\.999"):
             register.main(params)
     finally:
         path.write_text(original)
@@ -166,25 +139,25 @@ def test_served_champion_classifies_real_digit_files_as_the_evaluate_stage(regis
 
 
 def test_served_crack_champion_classifies_real_photos_with_its_threshold(registered, crack_server):
-    data = torch.load(paths.prepared_file("crack"), weights_only=True)
+    data = torch.load(artifacts.prepared_file("crack"), weights_only=True)
     names = data["test_names"][:40]
     status, body = _post(crack_server.url, _images_body([(SHARED_CRACK / name).read_bytes() for name in names]))
     assert status == 200, body[:500]
     answers = json.loads(body)["predictions"]
     evaluated = _evaluated("crack", "crack_cnn", 40)
     assert [row["file"] for row in evaluated] == list(names)
-    threshold = json.loads(paths.metrics_file("crack", "crack_cnn").read_text())["threshold"]
+    threshold = json.loads(artifacts.metrics_file("crack", "crack_cnn").read_text())["threshold"]
     for answer, row in zip(answers, evaluated):
-        assert answer["class"] == ("positive" if row["predicted"] == "1" else "negative")
+        assert answer["class"] == ("crack" if row["predicted"] == "1" else "no crack")
         assert answer["positive_probability"] == pytest.approx(float(row["probability"]), abs=1e-5)
         assert answer["threshold"] == pytest.approx(threshold)
-        assert (answer["positive_probability"] >= answer["threshold"]) == (answer["class"] == "positive")
+        assert (answer["positive_probability"] >= answer["threshold"]) == (answer["class"] == "crack")
 
 
 def test_served_champion_classifies_real_mnist_test_tensors(registered, server):
     root, params = registered
     images, labels = _test_images(500)
-    inputs = model_input(params, "mnist", "mlp", {"input_size": "28"}, images)
+    inputs = _tensor_inputs(params, images)
     predicted = []
     for start in range(0, len(inputs), 100):
         status, body = _post(server.url, json.dumps({"inputs": inputs[start:start + 100].tolist()}).encode())
@@ -192,7 +165,7 @@ def test_served_champion_classifies_real_mnist_test_tensors(registered, server):
         predicted += np.argmax(json.loads(body)["predictions"], axis=1).tolist()
     predicted = np.array(predicted)
     # The served model answers exactly as the evaluate stage scored the same images...
-    with paths.predictions_file("mnist", "mlp").open() as f:
+    with artifacts.predictions_file("mnist", "mlp").open() as f:
         evaluated = [int(row["predicted"]) for _, row in zip(range(500), csv.DictReader(f))]
     assert predicted.tolist() == evaluated
     # ...and mlp after one epoch on 1,800 images gets 409 of these 500 right (0.818, measured on
@@ -222,7 +195,7 @@ def test_malformed_requests_get_a_4xx_and_the_server_keeps_answering(registered,
         assert "image" in message or "tensor" in message or "inputs" in message or "keys" in message, message
     images, labels = _test_images(8)
     root, params = registered
-    inputs = model_input(params, "mnist", "mlp", {"input_size": "28"}, images)
+    inputs = _tensor_inputs(params, images)
     got, answer = _post(server.url, json.dumps({"inputs": inputs.tolist()}).encode())
     assert got == 200 and len(json.loads(answer)["predictions"]) == 8
     with urllib.request.urlopen(f"{server.url}/ping", timeout=10) as ping:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stats import beats_reported, mcnemar, mcnemar_from_counts, mean_and_spread, wilson_interval
+from pipeline.reporting.stats import beats_reported, mcnemar, mcnemar_from_counts, mean_and_spread, wilson_interval
 
 
 @pytest.mark.parametrize("successes, n, low, high", [

@@ -20,8 +20,9 @@ import mlflow
 import pytest
 import yaml
 
-from pipeline import paths, tracking
-from pipeline.tracking import TrackingError, _free_port
+from pipeline import artifacts
+from pipeline.tracking.server import free_port
+from pipeline.tracking.store import TrackingError, check_store
 from tests.conftest import shrunk_params_dict
 
 MODEL = "logreg"
@@ -80,7 +81,7 @@ def postgres():
     if owner:
         for path in (root, pwfile):
             os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = _free_port("127.0.0.1")
+    port = free_port("127.0.0.1")
     try:
         _as_owner(owner, [str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
                           "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
@@ -105,18 +106,18 @@ def tracking_server(postgres, tmp_path_factory):
     """`mlflow server` on that database, serving artifacts itself (proxied, its default) from a
     temp folder; yields (its URL, the artifacts folder)."""
     root = tmp_path_factory.mktemp("tracking_server")
-    artifacts, log_path = root / "artifacts", root / "server.log"
-    port = _free_port("127.0.0.1")
+    stored, log_path = root / "artifacts", root / "server.log"
+    port = free_port("127.0.0.1")
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     command = [str(mlflow_cli) if mlflow_cli.exists() else "mlflow", "server",
-               "--backend-store-uri", postgres, "--artifacts-destination", str(artifacts),
+               "--backend-store-uri", postgres, "--artifacts-destination", str(stored),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     with log_path.open("wb") as log:
         # Its own process group: the CLI's uvicorn workers are stopped with it.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_healthy(process, f"http://127.0.0.1:{port}", log_path)
-            yield f"http://127.0.0.1:{port}", artifacts
+            yield f"http://127.0.0.1:{port}", stored
         finally:
             _stop(process)
 
@@ -152,8 +153,8 @@ def _stop(process: subprocess.Popen) -> None:
 def _mnist_workspace(prepared_workspace: Path, ws: Path) -> Path:
     """A workspace of its own (other tests train logreg elsewhere) with the prepared MNIST slice
     and a params.yaml of that one model, so the stages run as `dvc repro` runs them."""
-    (ws / paths.prepared_file("mnist")).parent.mkdir(parents=True)
-    shutil.copy(prepared_workspace / paths.prepared_file("mnist"), ws / paths.prepared_file("mnist"))
+    (ws / artifacts.prepared_file("mnist")).parent.mkdir(parents=True)
+    shutil.copy(prepared_workspace / artifacts.prepared_file("mnist"), ws / artifacts.prepared_file("mnist"))
     (ws / "params.yaml").write_text(yaml.safe_dump(shrunk_params_dict(models=[MODEL], crack_models=[])))
     return ws
 
@@ -175,7 +176,7 @@ def _client_env(url: str) -> dict:
 def tracked(tracking_server, prepared_workspace, tmp_path_factory):
     """`pipeline train`, `evaluate` and `report` of one model, each a process of its own as under
     DVC, tracking into the server; returns (workspace, server URL, artifacts folder, stage logs)."""
-    url, artifacts = tracking_server
+    url, stored = tracking_server
     ws = _mnist_workspace(prepared_workspace, tmp_path_factory.mktemp("tracked_ws"))
     env = _client_env(url)
     logs = {}
@@ -183,7 +184,7 @@ def tracked(tracking_server, prepared_workspace, tmp_path_factory):
         proc = _stage(ws, env, *args)
         assert proc.returncode == 0, f"pipeline {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         logs[args[0]] = proc.stdout + proc.stderr
-    return ws, url, artifacts, logs
+    return ws, url, stored, logs
 
 
 def _the_run(url: str):
@@ -196,9 +197,9 @@ def _the_run(url: str):
 def test_runs_go_to_postgres_and_artifacts_through_the_server(tracked, postgres):
     import psycopg
 
-    ws, url, artifacts, _ = tracked
+    ws, url, stored, _ = tracked
     client, run = _the_run(url)
-    metrics = json.loads((ws / paths.metrics_file("mnist", MODEL)).read_text())
+    metrics = json.loads((ws / artifacts.metrics_file("mnist", MODEL)).read_text())
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == MODEL and run.data.tags["pipeline_group"] == "pytest-server"
     assert run.data.params["optimizer"] and run.data.params["seed"] == "12"
@@ -209,9 +210,9 @@ def test_runs_go_to_postgres_and_artifacts_through_the_server(tracked, postgres)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
     listed = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "learning_curves.png", "per_class.json", "report"} <= listed
-    on_disk = artifacts / run.info.experiment_id / run.info.run_id / "artifacts"
+    on_disk = stored / run.info.experiment_id / run.info.run_id / "artifacts"
     assert (on_disk / "confusion_matrix.png").stat().st_size > 1000
-    assert list(artifacts.glob(f"{run.info.experiment_id}/models/*/artifacts/MLmodel"))
+    assert list(stored.glob(f"{run.info.experiment_id}/models/*/artifacts/MLmodel"))
 
     # The logged model loads back through the server and classifies.
     previous = mlflow.get_tracking_uri()
@@ -245,7 +246,7 @@ def _files_holding(root: Path, secrets: list[str]) -> dict[str, list[str]]:
 
 
 def test_no_credential_reaches_runs_artifacts_logs_or_outputs(tracked, tmp_path):
-    ws, url, artifacts, logs = tracked
+    ws, url, stored, logs = tracked
     client, run = _the_run(url)
     recorded = "\n".join([*run.data.params, *run.data.params.values(), *run.data.tags,
                           *run.data.tags.values(), *run.data.metrics, run.info.run_name])
@@ -260,12 +261,12 @@ def test_no_credential_reaches_runs_artifacts_logs_or_outputs(tracked, tmp_path)
     assert _files_holding(tmp_path / "models", [run.info.run_id])
     assert (downloaded / "report").is_dir()
     assert _files_holding(tmp_path, SENTINELS) == {}
-    assert _files_holding(artifacts, SENTINELS) == {}  # everything the server stored
+    assert _files_holding(stored, SENTINELS) == {}  # everything the server stored
 
     assert "MLflow run" in logs["train"]  # the logs hold the stages' real output
     assert {stage: [s for s in SENTINELS if s in text] for stage, text in logs.items()} == \
         {stage: [] for stage in logs}
-    assert (ws / "reports" / "index.html").exists() and (ws / paths.metrics_file("mnist", MODEL)).exists()
+    assert (ws / "reports" / "index.html").exists() and (ws / artifacts.metrics_file("mnist", MODEL)).exists()
     for folder in ("reports", "metrics"):
         assert _files_holding(ws / folder, SENTINELS) == {}
 
@@ -291,17 +292,17 @@ def test_a_server_path_that_is_not_the_tracking_api_is_refused(tracking_server, 
     url, _ = tracking_server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"{url}/not-mlflow")
     with pytest.raises(TrackingError, match=r"HTTP 404 .*not an MLflow tracking server.*server's root"):
-        tracking.check_store()
+        check_store()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    tracking.check_store()  # the server's root is accepted
+    check_store()  # the server's root is accepted
 
 
 def test_sqlite_store_in_a_missing_folder_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/missing/mlflow.db")
     with pytest.raises(TrackingError, match=rf"MLFLOW_TRACKING_URI=sqlite:///.*{tmp_path / 'missing'}, does not exist"):
-        tracking.check_store()
+        check_store()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    tracking.check_store()
+    check_store()
 
 
 def test_a_relative_store_inside_a_queued_experiment_is_refused(tmp_path, monkeypatch):
@@ -312,19 +313,19 @@ def test_a_relative_store_inside_a_queued_experiment_is_refused(tmp_path, monkey
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(TrackingError, match=r"default tracking URI sqlite:///mlflow.db .*temporary copy.*"
                                             r"Set MLFLOW_TRACKING_URI to an absolute store"):
-        tracking.check_store()
+        check_store()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracking.check_store()  # an absolute store outside the copy is fine
+    check_store()  # an absolute store outside the copy is fine
 
 
 def test_a_database_store_is_checked_with_one_quick_connection(postgres, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", postgres)
-    tracking.check_store()  # the live database
+    check_store()  # the live database
     wrong = postgres.replace(DB_PASSWORD, "not-the-password")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", wrong)
     start = time.monotonic()
     with pytest.raises(TrackingError, match=r"MLFLOW_TRACKING_URI=postgresql://mlflow:\*\*\*@.*does not accept "
                                             r"a connection.*password") as refused:
-        tracking.check_store()
+        check_store()
     assert time.monotonic() - start < 10
     assert "not-the-password" not in str(refused.value)

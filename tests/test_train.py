@@ -8,9 +8,10 @@ import mlflow
 import pytest
 import torch
 
-from pipeline import evaluate, learners, paths, train
+from pipeline import artifacts, evaluate, train
+from pipeline.artifacts import read_curves
 from pipeline.data import mnist
-from pipeline.train import read_curves
+from pipeline.engine import learners, optim
 from tests.conftest import SHARED_MNIST, shrunk_params
 
 
@@ -24,7 +25,7 @@ def _run(model: str, **overrides):
 def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     checkpoint, metrics = _run("cnn1", epochs=2)
     assert set(metrics) >= {"test_accuracy", "test_loss", "params", "best_epoch", "train_seconds"}
-    assert json.loads(paths.metrics_file("mnist", "cnn1").read_text()) == metrics
+    assert json.loads(artifacts.metrics_file("mnist", "cnn1").read_text()) == metrics
     # 1,800 training images, 2 epochs: measured 0.8945 on CPU (deterministic); floor just below.
     assert metrics["test_accuracy"] > 0.892
     assert metrics["params"] == 54_410
@@ -38,8 +39,8 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "learning_curves.png", "per_class.json"} <= artifacts
+    logged = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "learning_curves.png", "per_class.json"} <= logged
     # The logged model loads back and classifies like the checkpoint.
     model_uri = f"runs:/{run.info.run_id}/model"
     loaded = mlflow.pytorch.load_model(model_uri)
@@ -70,12 +71,12 @@ def test_checkpoint_holds_the_best_validation_epoch(workspace, mlflow_uri):
     best = max(curves, key=lambda r: r["val_accuracy"])
     assert checkpoint["best_epoch"] == best["epoch"]
 
+    from pipeline.artifacts import load_prepared
     from pipeline.data.presets import InputPreset
-    from pipeline.inference import loss_and_accuracy, predict_logits
+    from pipeline.engine.inference import loss_and_accuracy, predict_logits
     from pipeline.models import create_model
-    from pipeline.prepare import load_prepared
 
-    saved = torch.load(paths.checkpoint_file("mnist", "logreg", 12), weights_only=True)
+    saved = torch.load(artifacts.checkpoint_file("mnist", "logreg", 12), weights_only=True)
     model = create_model("logreg")
     model.load_state_dict(saved["state_dict"])
     data = load_prepared("mnist")
@@ -98,11 +99,11 @@ def test_each_seed_is_its_own_run_and_the_metrics_are_their_mean(workspace, mlfl
     checkpoints = train.main(params, "mnist", "logreg")
     summary = evaluate.main(params, "mnist", "logreg")
     assert [c["seed"] for c in checkpoints] == [12, 13]
-    assert all(paths.checkpoint_file("mnist", "logreg", s).exists() for s in (12, 13))
+    assert all(artifacts.checkpoint_file("mnist", "logreg", s).exists() for s in (12, 13))
     # Different seeds: different initial weights and shuffling, so different weights.
     assert not torch.equal(checkpoints[0]["state_dict"]["1.weight"], checkpoints[1]["state_dict"]["1.weight"])
 
-    runs = json.loads(paths.seed_metrics_file("mnist", "logreg").read_text())
+    runs = json.loads(artifacts.seed_metrics_file("mnist", "logreg").read_text())
     assert [r["seed"] for r in runs] == [12, 13]
     accuracies = [r["test_accuracy"] for r in runs]
     assert summary["test_accuracy"] == pytest.approx(sum(accuracies) / 2)
@@ -119,8 +120,8 @@ def test_each_seed_is_its_own_run_and_the_metrics_are_their_mean(workspace, mlfl
     # One seed fewer: the dropped seed's files go, so nothing stale is read as current.
     params = shrunk_params(models=["logreg"], train={"mnist": {"logreg": {"seeds": [12]}}})
     train.main(params, "mnist", "logreg")
-    assert not paths.checkpoint_file("mnist", "logreg", 13).exists()
-    assert not paths.curves_file("mnist", "logreg", 13).exists()
+    assert not artifacts.checkpoint_file("mnist", "logreg", 13).exists()
+    assert not artifacts.curves_file("mnist", "logreg", 13).exists()
 
 
 @pytest.mark.parametrize("budget", [learners.PREPARED_SET_BYTES, 0])
@@ -162,7 +163,7 @@ def test_train_never_reads_the_test_split(workspace, mlflow_uri):
     """Training with the test split removed from the prepared file gives the same weights and
     curves: no recipe, early stop or best epoch can depend on it."""
     with_test, _ = _run("cnn1", epochs=2)
-    prepared = paths.prepared_file("mnist")
+    prepared = artifacts.prepared_file("mnist")
     data = torch.load(prepared, weights_only=True)
     assert {"test_x", "test_y"} <= set(data)
     torch.save({k: v for k, v in data.items() if not k.startswith("test_")}, prepared)
@@ -178,7 +179,7 @@ def test_train_never_reads_the_test_split(workspace, mlflow_uri):
 
 
 def test_warmup_cosine_rises_linearly_then_anneals_to_zero():
-    factor = learners._warmup_cosine
+    factor = optim._warmup_cosine
     assert [factor(s, 4, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert factor(4, 4, 12) == 1.0
     assert factor(8, 4, 12) == pytest.approx(0.5)
@@ -186,7 +187,7 @@ def test_warmup_cosine_rises_linearly_then_anneals_to_zero():
 
 
 def test_label_smoothing_moves_targets_towards_uniform():
-    from pipeline.inference import loss_fn
+    from pipeline.engine.inference import loss_fn
 
     logits = torch.tensor([[2.0, 0.0, -1.0]])
     logp = torch.log_softmax(logits, 1)[0]
@@ -232,7 +233,7 @@ def test_weight_average_is_what_is_validated_and_checkpointed():
     assert set(average) == set(raw)
     assert any(not torch.equal(average[k], raw[k]) for k in raw if raw[k].is_floating_point())
     images, _ = mnist.load_split(SHARED_MNIST, "t10k")
-    from pipeline.inference import predict_logits
+    from pipeline.engine.inference import predict_logits
 
     expected = predict_logits(learner.average.module, images[:50], learner.preset, 50, torch.device("cpu"))
     assert torch.equal(learner.logits(images[:50], 50), expected)

@@ -1,8 +1,12 @@
-"""MNIST: fetch the four official IDX files, verify them, decode them into uint8 tensors."""
+"""MNIST (LeCun et al., CC BY-SA 3.0): fetch the four official IDX files, verify them, decode them
+into uint8 tensors, and split the official training set into train and a stratified validation
+fraction; the official 10k test set is kept whole and never selects anything."""
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import logging
 import shutil
 import urllib.parse
 import urllib.request
@@ -12,7 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import Params
+from pipeline.data.datasets import get_dataset
 from pipeline.data.errors import DataError
+from pipeline.data.split import check_classes, stratified_split, stratified_subset
+
+log = logging.getLogger(__name__)
+CLASS_NAMES = list(get_dataset("mnist").class_names)
 
 # md5 of each file's *decompressed* content, as published for the official files. Checking the
 # content rather than the .gz lets one check serve torchvision's mirrors and a local mirror whose
@@ -33,9 +43,6 @@ OFFICIAL_SIZE = {
 }
 FILES = [f"{name}.gz" for name in OFFICIAL_MD5]
 IMAGE_SIZE = 28
-NUM_CLASSES = 10
-# Normalisation of lab-C and the course (the training set's mean and std).
-MEAN, STD = 0.1307, 0.3081
 
 
 def fetch(dest: Path, mirror: str | None) -> None:
@@ -143,6 +150,46 @@ def load_split(raw: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     labels = read_idx(raw / f"{part}-labels-idx1-ubyte.gz")
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
         raise DataError(f"{raw}: {part} images {images.shape} do not match labels {labels.shape}")
-    if labels.max() >= NUM_CLASSES:
+    if labels.max() >= len(CLASS_NAMES):
         raise DataError(f"{raw / f'{part}-labels-idx1-ubyte.gz'}: label {labels.max()} out of range")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def image_side(params: Params) -> int:
+    return IMAGE_SIZE
+
+
+def download(params: Params, target: Path) -> str:
+    mirror = params.mnist_mirror()
+    log.info("downloading mnist from %s", mirror or "torchvision's mirrors")
+    fetch(target, mirror)
+    return f"{len(FILES)} verified files"
+
+
+def prepare(params: Params, raw: Path) -> tuple[dict, dict]:
+    cfg = params.prepare.mnist
+    train_x, train_y = load_split(raw, "train")
+    test_x, test_y = load_split(raw, "t10k")
+
+    if cfg.train_limit is not None:
+        keep = stratified_subset(train_y.numpy(), cfg.train_limit, cfg.seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    fit, val = stratified_split(train_y.numpy(), cfg.val_fraction, cfg.seed)
+    check_classes({"train": train_y[fit].numpy(), "val": train_y[val].numpy(), "test": test_y.numpy()},
+                  CLASS_NAMES, f"the MNIST files in {raw}",
+                  "they are not the official files: run `pipeline download --dataset mnist` again")
+
+    # Identifies the exact images and split a model was trained on (an MLflow tag).
+    version = hashlib.sha256(
+        json.dumps({"md5": OFFICIAL_MD5, "split": vars(cfg)}, sort_keys=True).encode()
+    ).hexdigest()[:12]
+    splits = {
+        "train_x": train_x[fit].contiguous(), "train_y": train_y[fit].contiguous(),
+        "val_x": train_x[val].contiguous(), "val_y": train_y[val].contiguous(),
+        "test_x": test_x, "test_y": test_y,
+        "data_version": version,
+    }
+    counts = {part: {str(k): int(n) for k, n in enumerate(torch.bincount(splits[f"{part}_y"],
+                                                                         minlength=len(CLASS_NAMES)))}
+              for part in ("train", "val", "test")}
+    return splits, {"data_version": version, "limit": cfg.train_limit, "splits": counts}

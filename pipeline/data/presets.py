@@ -1,21 +1,18 @@
 """Turns stored uint8 images into model inputs, a whole batch at a time (never per sample).
 
-MNIST: normalised with the training set's mean and std, zero-padded when a model reads a larger
-side (LeNet-5) or resized on the tensor (the deep models, `resize`); with `augment`, a random
-affine per image (rotation, shift, scale), batched. Crack: the cached grayscale images resized on
-the tensor to the model's side; ImageNet models (3 channels) get the gray replicated and
-ImageNet's mean and std, and, when training with `augment`, the course's augmentation.
+What a dataset needs is in its record (pipeline.data.datasets): its mean and std; whether a larger
+side is reached by zero padding (MNIST for LeNet-5) or by resizing on the tensor (crack, and the
+deep models on MNIST, `resize`); what `augment` does (MNIST: a random affine per image, batched;
+crack: the course's per-image crop, flip, jitter and rotation). ImageNet models (3 channels) get
+the gray replicated and ImageNet's mean and std.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.data import mnist
+from pipeline.data.datasets import get_dataset
 
-# (mean, std) of the stored pixels scaled to [0, 1]. Crack: measured on 1,000 random images of
-# ../shared/data/crack, grayscale at 64x64 (0.6748, 0.1228).
-NORMALISATION = {"mnist": (mnist.MEAN, mnist.STD), "crack": (0.675, 0.123)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # MNIST augmentation: digits stay readable (a 6 must not become a 9), the classic ranges for it.
@@ -39,20 +36,17 @@ class InputPreset:
     def __init__(self, dataset: str, input_size: int, channels: int = 1, augment: bool = False,
                  resize: bool = False) -> None:
         self.dataset, self.size, self.channels, self.augment = dataset, input_size, channels, augment
+        record = get_dataset(dataset)
         if channels == 3:
             self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
             self.std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         elif channels == 1:
-            self.mean, self.std = NORMALISATION[dataset]
+            self.mean, self.std = record.normalisation
         else:
             raise ValueError(f"input channels must be 1 or 3, got {channels}")
-        self.pad = 0
-        if dataset == "mnist" and not resize:
-            native = mnist.IMAGE_SIZE
-            if input_size < native or (input_size - native) % 2:
-                raise ValueError(f"cannot pad {dataset} images of side {native} to {input_size}")
-            self.pad = (input_size - native) // 2
-        if augment and dataset == "mnist":
+        self.pads = record.pads and not resize
+        self.affine = augment and record.affine_augment
+        if self.affine:
             self.transform = _random_affine
         elif augment:
             # torchvision costs 1.7 s of imports, paid here only, not by every MNIST stage.
@@ -67,21 +61,25 @@ class InputPreset:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1)
-        mnist_augment = self.augment and self.dataset == "mnist"
-        if self.augment and not mnist_augment:
+        if self.augment and not self.affine:
             # Per image, so each gets its own random crop, flip, jitter and angle.
             x = torch.stack([self.transform(img) for img in x])
         x = x.float().div_(255.0)
-        if mnist_augment:
+        if self.affine:
             x = self.transform(x)
-        if self.pad:
-            x = F.pad(x, (self.pad,) * 4)
-        elif (mnist_augment or not self.augment) and x.shape[-1] != self.size:
+        if self.pads and x.shape[-1] != self.size:
+            x = F.pad(x, (self._padding(x.shape[-1]),) * 4)
+        elif (self.affine or not self.augment) and x.shape[-1] != self.size:
             x = self._resize_eval(x)
         if self.channels == 3:
             x = x.expand(-1, 3, -1, -1)
             return (x - self.mean.to(x.device)) / self.std.to(x.device)
         return (x - self.mean) / self.std
+
+    def _padding(self, side: int) -> int:
+        if side > self.size or (self.size - side) % 2:
+            raise ValueError(f"cannot pad {self.dataset} images of side {side} to {self.size}")
+        return (self.size - side) // 2
 
     def _resize_eval(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels == 3:  # ImageNet models: Resize(S * 256/224) then CenterCrop(S)

@@ -1,7 +1,8 @@
 """Crack models of SPEC.md: lab-C's own CNN and the course's three ways to train ResNet-18.
 
-The three ResNet-18 entries share one network; they differ only in which part is trained when,
-which `STRATEGIES` and `trainable_part` tell the trainer (it then calls `set_trainable`).
+The three ResNet-18 entries share one builder; their registry entries differ only in the transfer
+`strategy` (which part is trained when), which `trainable_part` tells the trainer (it then calls
+`set_trainable`).
 """
 from __future__ import annotations
 
@@ -18,14 +19,6 @@ if TYPE_CHECKING:
     import torchvision
 
 Part = Literal["head", "all"]
-
-# course: feature extraction trains the new head only; fine-tuning trains everything from the
-# start; progressive trains the head for `head_epochs`, then everything at `unfrozen_lr`.
-STRATEGIES = {
-    "resnet18_feature": "feature",
-    "resnet18_finetune": "finetune",
-    "resnet18_progressive": "progressive",
-}
 
 
 def _conv_bn_relu_pool(c_in: int, c_out: int) -> list[nn.Module]:
@@ -110,7 +103,7 @@ def _load_imagenet_resnet18() -> nn.Module:
         ) from None
 
 
-def _resnet18(in_channels: int, num_classes: int, pretrained: bool) -> nn.Module:
+def resnet18(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
     """torchvision ResNet-18 with a new Linear(512, num_classes) head (course)."""
     if pretrained and in_channels not in (1, 3):
         raise ValueError(f"pretrained ResNet-18 reads 1 or 3 channels, not {in_channels}")
@@ -127,27 +120,16 @@ def _resnet18(in_channels: int, num_classes: int, pretrained: bool) -> nn.Module
     return model
 
 
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
-def resnet18_feature(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """Feature extraction: frozen backbone, only the new head trains (Adam 1e-3)."""
-    return _resnet18(in_channels, num_classes, pretrained)
+# The course's three ways to train it, one builder: feature extraction (frozen backbone, only the
+# new head trains, Adam 1e-3), fine-tuning (everything from the start at a small lr, Adam 1e-4),
+# progressive (the head for `head_epochs` at Adam 1e-3, then everything at Adam 1e-5).
+for _strategy in ("feature", "finetune", "progressive"):
+    register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer",
+                   strategy=_strategy, name=f"resnet18_{_strategy}")(resnet18)
 
 
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
-def resnet18_finetune(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """Fine-tuning: the whole network trains from the start at a small lr (Adam 1e-4)."""
-    return _resnet18(in_channels, num_classes, pretrained)
-
-
-@register_model(dataset="crack", input_size=224, source="course", in_channels=3, family="transfer")
-def resnet18_progressive(in_channels: int, num_classes: int, pretrained: bool = False) -> nn.Module:
-    """Progressive: head only for `head_epochs` (Adam 1e-3), then everything (Adam 1e-5)."""
-    return _resnet18(in_channels, num_classes, pretrained)
-
-
-def trainable_part(name: str, epoch: int, head_epochs: int = 0) -> Part:
-    """Which part of model `name` trains in 0-based `epoch`: "head" or "all"."""
-    strategy = STRATEGIES.get(name, "finetune")  # models without a strategy train everything
+def trainable_part(strategy: str | None, epoch: int, head_epochs: int = 0) -> Part:
+    """Which part of a model with this transfer `strategy` trains in 0-based `epoch`: "head" or "all"."""
     if strategy == "feature" or (strategy == "progressive" and epoch < head_epochs):
         return "head"
     return "all"

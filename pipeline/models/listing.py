@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from pipeline.models.registry import DATASET_INPUTS, count_params, get_model_spec, list_models
+from pipeline.data.datasets import get_dataset
+from pipeline.models.registry import count_params, get_model_spec, list_models
 
 
 def describe_models() -> list[dict]:
@@ -11,9 +12,9 @@ def describe_models() -> list[dict]:
     rows = []
     for name in list_models():
         spec = get_model_spec(name)
-        inputs = DATASET_INPUTS[spec.dataset]
+        channels = spec.in_channels or get_dataset(spec.dataset).in_channels
         rows.append({"name": name, "dataset": "+".join(spec.datasets), "params": count_params(spec.build()),
-                     "input": f"{spec.in_channels or inputs['in_channels']}x{spec.input_size}x{spec.input_size}",
+                     "input": f"{channels}x{spec.input_size}x{spec.input_size}",
                      "source": spec.source})
     return rows
 

@@ -8,11 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from pipeline.data.datasets import DATASETS
-
-# The input each dataset feeds a model unless the model asks for another size or channel count.
-DATASET_INPUTS = {d.name: {"in_channels": d.in_channels, "num_classes": d.num_classes, "input_size": d.input_size}
-                  for d in DATASETS.values()}
+from pipeline.data.datasets import DATASETS, get_dataset
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class ModelSpec:
     input_size: int  # side of the square image the builder's layers expect (its default)
     source: str  # SPEC.md source: lab-A..lab-D or course
     # "torch": the builder returns an nn.Module; "numpy": a model with its own NumPy maths and
-    # SGD (pipeline.learners picks how to train it).
+    # SGD (pipeline.engine.learners picks how to train it).
     framework: str = "torch"
     # Channels the model reads when not the dataset's (ImageNet models: 3, gray replicated).
     in_channels: int | None = None
@@ -51,10 +47,19 @@ class ModelSpec:
     # deep (VGG/ResNet-sized), transfer (an ImageNet backbone), numpy.
     family: str = "small"
     reported: Reported | None = None
+    # Transfer learning (course): which part trains when. feature: the new head only; finetune:
+    # everything from the start; progressive: the head for `head_epochs`, then everything at
+    # `unfrozen_lr`. None: a model trained whole from scratch.
+    strategy: str | None = None
 
     @property
     def dataset(self) -> str:
         return self.datasets[0]
+
+    @property
+    def accepts_pretrained(self) -> bool:
+        """Whether the builder can load pretrained (ImageNet) weights."""
+        return "pretrained" in inspect.signature(self.builder).parameters
 
     @property
     def flexible_input(self) -> bool:
@@ -63,10 +68,10 @@ class ModelSpec:
 
     def build(self, in_channels: int | None = None, num_classes: int | None = None,
               dataset: str | None = None, **kwargs):
-        defaults = DATASET_INPUTS[dataset or self.dataset]
+        record = get_dataset(dataset or self.dataset)
         return self.builder(
-            in_channels=in_channels or self.in_channels or defaults["in_channels"],
-            num_classes=num_classes or defaults["num_classes"],
+            in_channels=in_channels or self.in_channels or record.in_channels,
+            num_classes=num_classes or record.num_classes,
             **kwargs,
         )
 
@@ -74,24 +79,31 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
+STRATEGIES = (None, "feature", "finetune", "progressive")
+
+
 def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: str,
                    framework: str = "torch", in_channels: int | None = None, resize: bool = False,
-                   family: str = "small", reported: Reported | None = None):
-    """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name.
+                   family: str = "small", reported: Reported | None = None, strategy: str | None = None,
+                   name: str | None = None):
+    """Decorator: registers a builder `fn(in_channels, num_classes) -> model` under its name (or
+    `name`, so that one builder can serve several entries, e.g. three ways to train ResNet-18).
 
     `dataset`: one dataset or several (the first is the home whose input the defaults follow).
     """
     datasets = (dataset,) if isinstance(dataset, str) else tuple(dataset)
     for d in datasets:
-        if d not in DATASET_INPUTS:
-            raise ValueError(f"unknown dataset {d!r}; known: {sorted(DATASET_INPUTS)}")
+        if d not in DATASETS:
+            raise ValueError(f"unknown dataset {d!r}; known: {sorted(DATASETS)}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown transfer strategy {strategy!r}; known: {STRATEGIES}")
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        name = fn.__name__
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelSpec(name, datasets, fn, input_size, source, framework, in_channels,
-                                    resize, family, reported)
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered twice")
+        _REGISTRY[key] = ModelSpec(key, datasets, fn, input_size, source, framework, in_channels,
+                                   resize, family, reported, strategy)
         return fn
 
     return wrap

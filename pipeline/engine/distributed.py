@@ -28,8 +28,7 @@ import torch
 import torch.distributed as dist
 
 from pipeline.config import ConfigError, DistributedConfig, Params
-from pipeline.models import get_model_spec
-from pipeline.runtime import World, resolve_device
+from pipeline.engine.runtime import World, resolve_device
 
 log = logging.getLogger(__name__)
 NPROC_KEY = "runtime.distributed.nproc"
@@ -44,19 +43,12 @@ def needs_launch(cfg: DistributedConfig) -> bool:
     return cfg.nproc > 1 and not under_torchrun()
 
 
-def check(params: Params, dataset: str, model_name: str) -> None:
-    """ConfigError, before any process starts, for settings a multi-process run cannot honour."""
-    cfg, train_cfg = params.runtime.distributed, params.train_config(dataset, model_name)
+def check(params: Params) -> None:
+    """ConfigError, before any process starts, for a multi-process run this machine cannot hold.
+    (What the model's settings must be for it, pipeline.models.checks says when params are read.)"""
+    cfg = params.runtime.distributed
     if cfg.nproc == 1:
         return
-    if get_model_spec(model_name).framework != "torch":
-        raise ConfigError(f"{NPROC_KEY}: {model_name} is a NumPy model and trains in one process only; "
-                          f"set {NPROC_KEY}: 1 to train it")
-    if train_cfg.batch_size % cfg.nproc:
-        raise ConfigError(
-            f"train.{dataset}.{model_name}.batch_size: {train_cfg.batch_size} does not split evenly "
-            f"over {NPROC_KEY}={cfg.nproc} processes (each takes batch_size / nproc images per "
-            f"step); make it a multiple of {cfg.nproc} or change {NPROC_KEY}")
     device = resolve_device(params.runtime.device)
     if backend(cfg, device) == "nccl" and device.type != "cuda":
         raise ConfigError("runtime.distributed.backend: nccl needs CUDA GPUs and runtime.device "
@@ -79,7 +71,7 @@ def backend(cfg: DistributedConfig, device: torch.device) -> str:
 def launch(params: Params, params_file: Path, dataset: str, model_name: str) -> int:
     """Runs this train stage under torchrun in runtime.distributed.nproc processes (checked
     first); returns torchrun's exit code."""
-    check(params, dataset, model_name)
+    check(params)
     nproc = params.runtime.distributed.nproc
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "pipeline", "--params", str(params_file), "train", "--dataset", dataset,

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.models.registry import ModelSpec
-from pipeline.results import ModelResult
-from pipeline.stats import AgainstReported, McNemarResult, beats_reported, mcnemar
+from pipeline.reporting.results import ModelResult
+from pipeline.reporting.stats import AgainstReported, McNemarResult, beats_reported, mcnemar
 
 ALPHA = 0.05
 

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import comparisons, figures, paths
-from pipeline.comparisons import Comparison, PairTest, Recommendation, SourceTest
+from pipeline import artifacts
+from pipeline.artifacts import load_prepared
 from pipeline.data.datasets import get_dataset
-from pipeline.learners import build_learner
+from pipeline.engine.learners import build_learner
 from pipeline.models.summary import layer_table
-from pipeline.prepare import load_prepared
-from pipeline.report_interpret import interpret_model
-from pipeline.report_tables import accuracy_interval
-from pipeline.results import ModelResult, read_csv
+from pipeline.reporting import comparisons, figures
+from pipeline.reporting.comparisons import Comparison, PairTest, Recommendation, SourceTest
+from pipeline.reporting.interpretation import interpret_model
+from pipeline.reporting.results import ModelResult, read_csv
+from pipeline.reporting.tables import accuracy_interval
 
 log = logging.getLogger(__name__)
 GALLERY_SIZE = 18
@@ -80,8 +81,8 @@ def model_section(result: ModelResult, test_x: torch.Tensor, label, binary: bool
         np.array(result.per_class["confusion_matrix"]), classes, f"{result.name}: test confusion matrix",
         out / f"{stem}_confusion.png")
     if binary:
-        roc = read_csv(paths.curve_points_file(result.dataset, "roc", result.name))
-        pr = read_csv(paths.curve_points_file(result.dataset, "pr", result.name))
+        roc = read_csv(artifacts.curve_points_file(result.dataset, "roc", result.name))
+        pr = read_csv(artifacts.curve_points_file(result.dataset, "pr", result.name))
         section.figures["roc_pr"] = figures.roc_and_pr(
             [{k: float(v) for k, v in r.items()} for r in roc], [{k: float(v) for k, v in r.items()} for r in pr],
             result.metrics["test_roc_auc"], result.name, out / f"{stem}_roc_pr.png")

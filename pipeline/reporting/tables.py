@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline.data.datasets import get_dataset
-from pipeline.results import ModelResult
-from pipeline.stats import mean_and_spread, wilson_interval
+from pipeline.reporting.results import ModelResult
+from pipeline.reporting.stats import mean_and_spread, wilson_interval
 
 MISSING = "–"
 

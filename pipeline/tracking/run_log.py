@@ -2,7 +2,7 @@
 
 Importing mlflow and opening its store cost the train stage 1.6 s of one core here (mlflow's
 import 0.97 s, the first set_experiment on sqlite 0.64 s), 15% of an mlp training. The child,
-`python -m pipeline.run_log DATASET`, started by `pipeline train` before anything else, checks
+`python -m pipeline.tracking.run_log DATASET`, started by `pipeline train` before anything else, checks
 and opens the store on the other core while the stage imports torch, loads its data and builds
 its model; the stage then sends it JSON lines on its stdin:
 
@@ -27,18 +27,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline import tracking
+from pipeline.tracking.runs import end_run, log_epoch, open_experiment, reopen_training_run, start_training_run
+from pipeline.tracking.store import TrackingError, check_store, describe_failure
 
 
 class RunLog:
     """The child's handle in the stage; one per stage process, runs opened one after another."""
 
     def __init__(self, dataset: str) -> None:
-        package_root = str(Path(__file__).resolve().parents[1])
+        package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.run_log", dataset], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "pipeline.tracking.run_log", dataset], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONPATH": python_path})
         self.used = False
 
@@ -95,12 +96,12 @@ class RunLog:
             raise self._died()
         answer = json.loads(line)
         if "error" in answer:
-            raise tracking.TrackingError(answer["error"])
+            raise TrackingError(answer["error"])
         return answer
 
-    def _died(self) -> tracking.TrackingError:
+    def _died(self) -> TrackingError:
         code = self.process.wait()
-        return tracking.TrackingError(f"the MLflow logging process (python -m pipeline.run_log) exited with code "
+        return TrackingError(f"the MLflow logging process (python -m pipeline.tracking.run_log) exited with code "
                                       f"{code}; its traceback is above, in this stage's log")
 
 
@@ -110,20 +111,20 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None) -> N
     `interrupted` non-empty at the end: Ctrl-C reached the stage, and a run it left open is FAILED."""
     mlflow, unusable, failure = None, None, None  # failure: a failed log, told at the next request
     try:
-        tracking.check_store()
-        mlflow = tracking.open_experiment(dataset)  # the slow part, done before the first request
-    except tracking.TrackingError as e:
+        check_store()
+        mlflow = open_experiment(dataset)  # the slow part, done before the first request
+    except TrackingError as e:
         unusable = str(e)
     except Exception as e:  # an unreadable store, a broken mlflow install alike
-        unusable = tracking.describe_failure(f"cannot open the experiment {dataset}", e)
+        unusable = describe_failure(f"cannot open the experiment {dataset}", e)
     for line in requests:
         request = json.loads(line)
         if request["op"] == "log":
             if mlflow is not None and failure is None:
                 try:
-                    tracking.log_epoch(request["metrics"], request["step"])
+                    log_epoch(request["metrics"], request["step"])
                 except Exception as e:
-                    failure = tracking.describe_failure(f"cannot log the metrics of step {request['step']}", e)
+                    failure = describe_failure(f"cannot log the metrics of step {request['step']}", e)
             continue
         if mlflow is None:  # no run was opened, so there is none to end
             answer = {} if request["op"] == "end" else {"error": unusable}
@@ -138,7 +139,7 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None) -> N
         try:
             mlflow.end_run(status)
         except Exception as e:
-            print(tracking.describe_failure(f"cannot mark the stage's run {status}", e), file=sys.stderr)
+            print(describe_failure(f"cannot mark the stage's run {status}", e), file=sys.stderr)
 
 
 def _answer(dataset: str, request: dict, failure: str | None) -> dict:
@@ -146,16 +147,16 @@ def _answer(dataset: str, request: dict, failure: str | None) -> dict:
     op = request["op"]
     try:
         if op == "end":  # a run with a failed log is FAILED, whatever the stage thought
-            tracking.end_run("FAILED" if failure else request["status"])
+            end_run("FAILED" if failure else request["status"])
         elif failure is None and op == "start":
-            return {"run_id": tracking.start_training_run(dataset, request["model"], request["params"],
+            return {"run_id": start_training_run(dataset, request["model"], request["params"],
                                                           request["tags"])}
         elif failure is None and op == "reopen":
-            return {"run_id": request["run_id"], "logged": sorted(tracking.reopen_training_run(request["run_id"]))}
+            return {"run_id": request["run_id"], "logged": sorted(reopen_training_run(request["run_id"]))}
         elif op not in ("flush", "start", "reopen"):
             raise ValueError(f"unknown request {op!r}")
     except Exception as e:
-        return {"error": tracking.describe_failure(f"MLflow's {op} failed", e)}
+        return {"error": describe_failure(f"MLflow's {op} failed", e)}
     return {"error": failure} if failure else {}
 
 

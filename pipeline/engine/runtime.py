@@ -18,7 +18,7 @@ from pipeline.config import RuntimeConfig
 class World:
     """This process's place among the processes of a run (torchrun's RANK, WORLD_SIZE, ...).
 
-    The default is a single-process run; `pipeline.distributed.start` makes the others.
+    The default is a single-process run; `pipeline.engine.distributed.start` makes the others.
     """
     rank: int = 0
     size: int = 1

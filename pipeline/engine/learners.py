@@ -6,9 +6,6 @@ epoch of optimisation. The epoch loop, early stopping, checkpoints and MLflow lo
 """
 from __future__ import annotations
 
-import copy
-import inspect
-import math
 import sys
 
 import numpy as np
@@ -16,13 +13,16 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import distributed
 from pipeline.config import ConfigError, RuntimeConfig, TrainConfig
+from pipeline.data.datasets import get_dataset
 from pipeline.data.presets import InputPreset
-from pipeline.inference import loss_fn, predict_logits, predicted_classes
+from pipeline.engine import distributed
+from pipeline.engine.inference import loss_fn, predict_logits, predicted_classes
+from pipeline.engine.numpy_learner import NumpyLearner
+from pipeline.engine.optim import WeightAverage, build_optimizer, build_scheduler
+from pipeline.engine.runtime import World, accelerator
 from pipeline.models import count_params, get_model_spec
-from pipeline.models.registry import DATASET_INPUTS, ModelSpec
-from pipeline.runtime import World, accelerator
+from pipeline.models.registry import ModelSpec
 
 # The training set normalised once per run, instead of once per batch per epoch, when the inputs
 # are the same every epoch (no augmentation) and fit in this many bytes (MNIST at 32x32: 221 MB).
@@ -41,98 +41,33 @@ def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch
     return TorchLearner(spec, dataset, cfg, device, runtime, world)
 
 
-def build_optimizer(parameters, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.nesterov)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.Adam(parameters, lr=lr, weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
-    """The lr schedule of `cfg.schedule`, stepped once per batch over all `cfg.epochs` (early
-    stopping may end the run before it ends); None for a constant lr."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
-    if cfg.schedule == "cosine":
-        warmup = round(cfg.warmup_epochs * steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _warmup_cosine(step, warmup, total))
-    return None
-
-
-def _warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """The lr factor at `step`: linear from 1/warmup up to 1, then cosine down to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: nothing the run goes on to learn can be trusted."""
 
 
-class WeightAverage:
-    """An exponential moving average of a model's weights and buffers (torchvision's
-    --model-ema, timm's ModelEmaV2): what a run with `ema_decay` validates and checkpoints.
-
-    The decay warms up as min(decay, (1 + t) / (10 + t)), so a short run's average is not
-    dominated by the random initial weights.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.module = copy.deepcopy(model).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
-        self.decay, self.steps = decay, 0
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        self.steps += 1
-        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
-        floats = [(a, c) for a, c in pairs if a.is_floating_point()]
-        torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - decay)
-        for a, c in pairs:
-            if not a.is_floating_point():  # BatchNorm's num_batches_tracked
-                a.copy_(c)
-
-
-def transfer_phase(model_name: str, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
-    """(part to train, lr) of a transfer-learning model in this 1-based epoch; None for others.
+def transfer_phase(strategy: str | None, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
+    """(part to train, lr) in this 1-based epoch of a model with a transfer `strategy` (its
+    registry entry's); None for a model trained whole from scratch.
 
     feature: the new head only, throughout. finetune: everything from the start (a small lr).
     progressive: the head for head_epochs epochs at lr, then everything at unfrozen_lr.
     """
-    from pipeline.models.crack import STRATEGIES, trainable_part
+    from pipeline.models.crack import trainable_part
 
-    strategy = STRATEGIES.get(model_name)
     if strategy is None:
         return None
-    part = trainable_part(model_name, epoch - 1, cfg.head_epochs)
+    part = trainable_part(strategy, epoch - 1, cfg.head_epochs)
     return part, cfg.unfrozen_lr if strategy == "progressive" and part == "all" else cfg.lr
 
 
 class TorchLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device,
                  runtime: RuntimeConfig | None = None, world: World = World()) -> None:
-        self.name, self.cfg, self.device, self.world = spec.name, cfg, device, world
+        self.name, self.strategy, self.cfg, self.device, self.world = spec.name, spec.strategy, cfg, device, world
         self.accel = accelerator(device, runtime)
         key = f"train.{dataset}.{spec.name}"
-        accepts_pretrained = "pretrained" in inspect.signature(spec.builder).parameters
-        if cfg.pretrained and not accepts_pretrained:
-            raise ConfigError(f"{key}.pretrained: {spec.name} has no pretrained weights; set it to false")
-        if dataset == "mnist" and not spec.flexible_input and cfg.input_size not in (None, spec.input_size):
-            raise ConfigError(f"{key}.input_size: {spec.name} reads {spec.input_size}x{spec.input_size} "
-                              f"images; set it to null")
-        from pipeline.models.crack import STRATEGIES
-
-        if STRATEGIES.get(spec.name) == "progressive" and (not cfg.head_epochs or cfg.unfrozen_lr is None):
-            raise ConfigError(f"{key}: progressive training needs head_epochs (>= 1, fewer than "
-                              f"epochs) and unfrozen_lr (the lr once everything is unfrozen)")
         size = cfg.input_size or spec.input_size
-        kwargs = {"pretrained": cfg.pretrained} if accepts_pretrained else {}
+        kwargs = {"pretrained": cfg.pretrained} if spec.accepts_pretrained else {}
         if spec.flexible_input:
             kwargs["input_size"] = size
         try:
@@ -140,7 +75,7 @@ class TorchLearner:
         except ValueError as e:  # a builder's own check, e.g. an input side its layers cannot take
             raise ConfigError(f"{key}.input_size: {e}") from None
         self.model = self.accel.prepare_model(model)
-        channels = spec.in_channels or DATASET_INPUTS[dataset]["in_channels"]
+        channels = spec.in_channels or get_dataset(dataset).in_channels
         self.input_shape = (channels, size, size)
         self.preset = InputPreset(dataset, size, channels, resize=spec.resize)
         self.train_preset = (InputPreset(dataset, size, channels, augment=True, resize=spec.resize)
@@ -159,7 +94,7 @@ class TorchLearner:
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
-        phase = transfer_phase(self.name, self.cfg, epoch)
+        phase = transfer_phase(self.strategy, self.cfg, epoch)
         if phase is not None and phase != self.phase:
             self._enter_phase(phase)
 
@@ -304,61 +239,6 @@ class TorchLearner:
 
     def served_model(self) -> nn.Module:
         return self.evaluated.cpu().eval()
-
-
-class NumpyLearner:
-    """lab-D's NumPy CNN: plain SGD on raw uint8 images scaled to [0, 1], no torch in the maths."""
-
-    def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, seed: int) -> None:
-        if cfg.optimizer != "sgd" or cfg.momentum or cfg.weight_decay:
-            raise ConfigError(
-                f"train.{dataset}.{spec.name}: a NumPy model trains with plain SGD only; "
-                f"set optimizer: sgd, momentum: 0.0, weight_decay: 0.0 (got optimizer: "
-                f"{cfg.optimizer}, momentum: {cfg.momentum}, weight_decay: {cfg.weight_decay})")
-        self.cfg = cfg
-        self.model = spec.build(seed=seed)
-        self.num_params = self.model.num_params()
-        # One stream for the whole run, so each epoch gets its own permutation.
-        self.rng = np.random.default_rng(seed)
-
-    @property
-    def evaluated(self):
-        return self.model
-
-    def begin_epoch(self, epoch: int) -> None:
-        pass
-
-    def train_epoch(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-                    desc: str) -> tuple[float, float]:
-        return self.model.train_epoch(images.numpy(), labels.numpy(), self.cfg.lr,
-                                      self.cfg.batch_size, self.rng)
-
-    def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        x = images.numpy()
-        return torch.from_numpy(np.concatenate([
-            self.model.forward(x[i:i + batch_size]) for i in range(0, len(x), batch_size)
-        ]).astype(np.float32))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        # As tensors, so the checkpoint loads with torch.load(weights_only=True) like the others.
-        return {k: torch.from_numpy(v) for k, v in self.model.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict({k: v.numpy() for k, v in state.items()})
-
-    def training_state(self) -> dict:
-        # The bit generator's state is a dict of str and int: it loads with weights_only=True.
-        return {"model": self.state_dict(), "rng": self.rng.bit_generator.state}
-
-    def load_training_state(self, state: dict) -> None:
-        self.load_state_dict(state["model"])
-        self.rng.bit_generator.state = state["rng"]
-
-    def example_input(self, images: torch.Tensor) -> np.ndarray:
-        return images.numpy()
-
-    def served_model(self):
-        return self.model
 
 
 def _progress(batches, desc: str):

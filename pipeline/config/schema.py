@@ -1,25 +1,18 @@
-"""params.yaml -> typed, validated config. The only module that reads params.yaml.
+"""The typed config: one frozen dataclass per params.yaml section, each checking its own values.
 
-Every error names the offending key (as a dotted path) and says what is valid, so a typo fails
-before any download or training starts.
+Each setting is explained here, once; params.yaml shows values only.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
+import difflib
 import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from pipeline.data.datasets import DATASETS
 
-PARAMS_FILE = Path("params.yaml")
 MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
 CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
-DATASETS = ("mnist", "crack")
 MAX_LR = 10.0
 
 
@@ -57,8 +50,8 @@ class PrepareConfig:
     train_limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
-        _check(self.train_limit is None or self.train_limit >= 100, "train_limit",
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        check(self.train_limit is None or self.train_limit >= 100, "train_limit",
                self.train_limit, "null or an integer >= 100")
 
 
@@ -72,11 +65,11 @@ class CrackPrepareConfig:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        _check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
-        _check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
-        _check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
+        check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
                "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
-        _check(self.limit is None or self.limit >= 20, "limit", self.limit, "null or an integer >= 20")
+        check(self.limit is None or self.limit >= 20, "limit", self.limit, "null or an integer >= 20")
 
 
 @dataclass(frozen=True)
@@ -131,35 +124,35 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Above 10 no optimiser here trains: the loss overflows in the first steps.
-        _check(0 < self.lr <= MAX_LR, "lr", self.lr, f"a number in (0, {MAX_LR:g}]")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
-        _check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
-        _check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
-        _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
-        _check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
-        _check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
+        check(0 < self.lr <= MAX_LR, "lr", self.lr, f"a number in (0, {MAX_LR:g}]")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "a positive integer")
+        check(self.epochs >= 1, "epochs", self.epochs, "a positive integer")
+        check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
+        check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
+        check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
+        check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
                self.input_size, "null or an integer in [16, 512]")
-        _check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
+        check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
                self.head_epochs, "0, or a positive integer smaller than epochs")
-        _check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
+        check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
                f"null or a number in (0, {MAX_LR:g}]")
-        _check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
+        check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
                self.nesterov, "false unless optimizer is sgd with momentum > 0")
-        _check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
+        check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
                "constant when head_epochs is set (each transfer phase has its own lr)")
-        _check(0.0 <= self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
+        check(0.0 <= self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
                "a number of epochs >= 0 and below epochs")
-        _check(self.schedule == "cosine" or not self.warmup_epochs, "warmup_epochs",
+        check(self.schedule == "cosine" or not self.warmup_epochs, "warmup_epochs",
                self.warmup_epochs, "0 unless schedule is cosine (onecycle has its own warm-up)")
-        _check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing,
+        check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing,
                "a number in [0, 0.5), e.g. 0.1")
-        _check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", self.ema_decay,
+        check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", self.ema_decay,
                "null (off) or a number in (0, 1), e.g. 0.999")
-        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
+        check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
                "null (off) or a positive max gradient norm, e.g. 1.0")
         for key in ("train_subset", "val_subset"):
             value = getattr(self, key)
-            _check(value is None or value >= 100, key, value, "null or an integer >= 100")
+            check(value is None or value >= 100, key, value, "null or an integer >= 100")
         if self.seeds is not None:
             _check_seeds(self.seeds, "seeds")
 
@@ -183,7 +176,7 @@ class DistributedConfig:
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
     def __post_init__(self) -> None:
-        _check(self.nproc >= 1, "nproc", self.nproc, "1 (one process) or more processes, e.g. 2")
+        check(self.nproc >= 1, "nproc", self.nproc, "1 (one process) or more processes, e.g. 2")
 
 
 @dataclass(frozen=True)
@@ -198,9 +191,9 @@ class RuntimeConfig:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
-        _check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
-        _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "a positive integer")
-        _check(self.distributed.backend != "nccl" or self.device != "cpu", "distributed.backend",
+        check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
+        check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "a positive integer")
+        check(self.distributed.backend != "nccl" or self.device != "cpu", "distributed.backend",
                self.distributed.backend, "auto or gloo when device is cpu (nccl needs CUDA GPUs)")
 
 
@@ -212,7 +205,7 @@ class Params:
     # The datasets whose stages and report sections run, in the report's order. DVC has no
     # conditionals, so dvc.yaml's model stages iterate over train.<dataset>: a dataset left out
     # here must have `train.<dataset>: {}` (checked below, with the fix in the message).
-    datasets: tuple[str, ...] = DATASETS
+    datasets: tuple[str, ...] = tuple(DATASETS)
     # dataset -> model name -> settings; the order is the order of the report.
     train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
     # Every model trains once per seed (weights, shuffling, subsets); the report shows the mean
@@ -221,7 +214,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
-        _check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
+        check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
                and set(self.datasets) <= set(DATASETS), "datasets", list(self.datasets),
                f"a non-empty list of distinct names out of {', '.join(DATASETS)}, e.g. [mnist]")
         for dataset in DATASETS:
@@ -248,15 +241,13 @@ class Params:
         return list(self.train.get(dataset, {}))
 
     def train_config(self, dataset: str, model: str) -> TrainConfig:
-        from pipeline.models import get_model_spec
-
-        get_model_spec(model)  # an unknown name fails with the registry's list and closest match
         models = self.train.get(dataset, {})
         if model not in models:
+            close = difflib.get_close_matches(model, models, n=1)
             raise ConfigError(
-                f"params.yaml: no settings for model {model!r} under train.{dataset}; "
-                f"configured models: {', '.join(models) or 'none'}"
-            )
+                f"params.yaml: no settings for model {model!r} under train.{dataset}"
+                f"{f' (did you mean {close[0]!r}?)' if close else ''}; configured models: "
+                f"{', '.join(models) or 'none'} (`pipeline models` lists every model there is)")
         return models[model]
 
     def seeds_for(self, dataset: str, model: str) -> tuple[int, ...]:
@@ -264,158 +255,13 @@ class Params:
         return self.train_config(dataset, model).seeds or self.seeds
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path} not found: run from the repository root (where dvc.yaml is)")
-    with path.open() as f:
-        try:
-            raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    params = parse_params(raw, source=str(path))
-    check_device(params.runtime, str(path))
-    return params
+# --- checks ----------------------------------------------------------------------------------
 
-
-def check_device(runtime: RuntimeConfig, source: str = "params.yaml") -> None:
-    """Fails when runtime.device names a device this machine lacks, before any data is read.
-
-    Here and not in parse_params: a params file is valid on the machine it is meant for, and
-    profiles and tests parse files meant for others.
-    """
-    if runtime.device != "cuda":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError(f"{source}: runtime.device: got 'cuda', but no CUDA device is available on this "
-                          "machine (torch.cuda.is_available() is False); use auto (CUDA when present) or cpu")
-
-
-def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
-    try:
-        params = _parse_dataclass(Params, raw, "")
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
-    # Imported here so that config stays importable without torch for the error path.
-    from pipeline.models import get_model_spec
-
-    for dataset, models in params.train.items():
-        for name in models:
-            try:
-                spec = get_model_spec(name)
-            except ValueError as e:
-                raise ConfigError(f"{source}: train.{dataset}.{name}: {e}") from None
-            if dataset not in spec.datasets:
-                raise ConfigError(
-                    f"{source}: train.{dataset}.{name}: model {name!r} trains on "
-                    f"{' and '.join(spec.datasets)} only"
-                )
-    return params
-
-
-def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """Deep-merges a profile into params, in place; a key the base lacks is an error (a typo).
-
-    Under `train.<dataset>` a whole new model entry is allowed: a profile may add models; under
-    `train.<dataset>.<model>` any model setting is allowed, also one the base leaves at its default.
-    """
-    adding_models = where.startswith("train.") and where.count(".") == 1
-    # A model's optional settings (pretrained, input_size, ...) may be set where params omit them.
-    model_settings = where.startswith("train.") and where.count(".") == 2
-    optional = {f.name for f in dataclasses.fields(TrainConfig)} if model_settings else set()
-    for key, value in overrides.items():
-        path = _join(where, key)
-        if key not in base and not adding_models and key not in optional:
-            raise ConfigError(f"override key {path!r} is not in params.yaml; valid keys here: "
-                              f"{', '.join(map(str, base))}")
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_overrides(base[key], value, path)
-        else:
-            base[key] = value
-    return base
-
-
-# --- generic dataclass parsing -----------------------------------------------------------------
-
-def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+def check(ok: bool, key: str, value: Any, expected: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: got {value!r}, expected {expected}")
 
 
 def _check_seeds(seeds: tuple[int, ...], key: str) -> None:
-    _check(len(seeds) >= 1 and len(set(seeds)) == len(seeds) and min(seeds) >= 0, key, list(seeds),
+    check(len(seeds) >= 1 and len(set(seeds)) == len(seeds) and min(seeds) >= 0, key, list(seeds),
            "a non-empty list of distinct integers >= 0, e.g. [12, 13]")
-
-
-def _parse_dataclass(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"unknown key {_join(where, key)!r}; valid keys: {', '.join(fields)}")
-    values = {}
-    for name, f in fields.items():
-        key = _join(where, name)
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"missing key {key!r}")
-            continue
-        values[name] = _parse_value(hints[name], raw[name], key)
-    try:
-        return cls(**values)
-    except ConfigError as e:
-        raise ConfigError(f"{where}.{e}" if where else str(e)) from None
-
-
-def _parse_value(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _parse_value(inner, value, key)
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: got {value!r}, expected one of {', '.join(map(str, args))}")
-        return value
-    if origin is tuple:  # tuple[T, ...]: a YAML list
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return tuple(_parse_value(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        _, val_tp = args
-        return {k: _parse_value(val_tp, v, _join(key, k)) for k, v in value.items()}
-    if dataclasses.is_dataclass(tp):
-        return _parse_dataclass(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: got {value!r}, expected true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: got {value!r}, expected an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: got {value!r}, expected a number")
-        # YAML's .inf and .nan are floats: they would pass every range check written as `x > 0`.
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: got {value!r}, expected a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: got {value!r}, expected a string")
-        return value
-    raise TypeError(f"unsupported config type {tp!r} at {key}")
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed, tracking
-from pipeline.artifacts import ArtifactError, load_torch
-from pipeline.atomic import atomic_path
+from pipeline.artifacts import ArtifactError, atomic_path, load_torch, train_command
 from pipeline.config import TrainConfig
-from pipeline.runtime import World
+from pipeline.engine import distributed
+from pipeline.engine.runtime import World
+from pipeline.tracking.store import TrackingError
 
 log = logging.getLogger(__name__)
 RESUME_DIR = Path("models") / ".resume"
@@ -51,7 +51,7 @@ class ResumeFile:
 
     def __init__(self, dataset: str, model: str, seed: int, fingerprint: str, world: World = World()):
         self.path = resume_file(dataset, model, seed)
-        self.rebuild = f"pipeline train --dataset {dataset} --model {model}"
+        self.rebuild = train_command(dataset, model)
         self.fingerprint = fingerprint
         self.world = world
 
@@ -114,11 +114,11 @@ def _restore_rng(state: dict, generator: torch.Generator, world: World) -> None:
 
 
 def reopen_run(run_log, run_id: str) -> set[int]:
-    """Continues the interrupted run's MLflow run (through `run_log`, a pipeline.run_log.RunLog);
+    """Continues the interrupted run's MLflow run (through `run_log`, a pipeline.tracking.run_log.RunLog);
     returns the epochs it logged."""
     try:
         return run_log.reopen(run_id)
-    except tracking.TrackingError as e:
-        raise tracking.TrackingError(
+    except TrackingError as e:
+        raise TrackingError(
             f"the resume file's MLflow run {run_id} cannot be continued: {e}; set MLFLOW_TRACKING_URI "
             f"to the store it was started in, or delete {RESUME_DIR} to train from epoch 1") from e

@@ -14,7 +14,7 @@ Tensors (the preset already applied, `inputs` [N, C, S, S]; raw uint8 [N, 28, 28
 CNN) get the logits, as they always did. A request that is neither gets a 400 naming what is
 wrong; the server goes on serving.
 
-Written through `mlflow.models.Model.log(flavor=pipeline.serving)`: a torch model keeps MLflow's
+Logged by `log_model` through `mlflow.models.Model.log(flavor=<this module>)`: a torch model keeps MLflow's
 `pytorch` flavour (`mlflow.pytorch.load_model` still loads it); its `python_function` flavour
 loads through `_load_pyfunc` below, from the package copy logged with it (code_paths).
 """
@@ -24,12 +24,46 @@ import base64
 import binascii
 import json
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_COLUMN = "image"
+POSITIVE_COLUMN = "positive_probability"  # a binary model's P(positive class), whatever the class is called
 SPEC_FILE = "serving.json"
+
+
+def log_model(run_id: str, model, servable: dict) -> None:
+    import numpy as np
+    import pandas as pd
+    import PIL
+    import scipy
+    import torch
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    spec = servable["spec"]
+    requirements = [f"torch=={torch.__version__.split('+')[0]}"] if isinstance(model, torch.nn.Module) else []
+    # Explicit requirements: MLflow's inference of them imports the model in a subprocess. Pillow
+    # decodes the posted images; numpy does the NumPy CNN's maths.
+    requirements += [f"numpy=={np.__version__}", f"pillow=={PIL.__version__}", f"scipy=={scipy.__version__}"]
+    binary = spec["binary"]
+    outputs = [ColSpec("string", "class"), ColSpec("double", "probability")]
+    if binary:
+        outputs += [ColSpec("double", POSITIVE_COLUMN), ColSpec("double", "threshold")]
+
+    # The example is a real test image, as a client posts it: the UI shows it, and at logging
+    # MLflow serves it once through this module's loader (a broken model fails here).
+    input_example = pd.DataFrame({IMAGE_COLUMN: [encode_png(img) for img in servable["images"]]})
+    Model.log(
+        artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id, network=model, spec=spec,
+        preset=servable["preset"],
+        # No input schema: one served model takes two forms (image files, tensors) that one MLflow
+        # schema cannot describe; serving.ImageClassifier checks each request itself.
+        signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
+        pip_requirements=requirements, code_paths=[str(Path(__file__).resolve().parents[1])],
+    )
 
 
 def save_model(path, mlflow_model, network, spec: dict, preset, signature, input_example,
@@ -131,16 +165,17 @@ class ImageClassifier:
         import torch
 
         x = self.preset(torch.from_numpy(pixels)).numpy() if self.preset is not None else pixels
+        from scipy.special import expit, softmax
+
         logits = np.asarray(self.forward(x), dtype=np.float64)
         classes, threshold = self.spec["classes"], self.spec.get("threshold")
-        if logits.shape[1] == 1:  # one logit, the positive class's; the validation split's threshold
-            positive = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        if self.spec["binary"]:  # one logit, the positive class's; the validation split's threshold
+            positive = expit(logits[:, 0])
             decided = positive >= threshold
             return pd.DataFrame({"class": np.where(decided, classes[1], classes[0]),
                                  "probability": np.where(decided, positive, 1.0 - positive),
-                                 f"{classes[1]}_probability": positive, "threshold": threshold})
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = shifted / shifted.sum(axis=1, keepdims=True)
+                                 POSITIVE_COLUMN: positive, "threshold": threshold})
+        probabilities = softmax(logits, axis=1)
         best = probabilities.argmax(axis=1)
         return pd.DataFrame({"class": [classes[k] for k in best],
                              "probability": probabilities[np.arange(len(best)), best]})
@@ -182,13 +217,13 @@ def _bad_request(message: str):
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def servable(learner, dataset: str, test_x, classes: list[str], threshold: float | None) -> dict:
+def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, threshold: float | None) -> dict:
     """How the learner's model reads image files: log_evaluation's `servable`."""
     example = learner.example_input(test_x[:1])
     return {"preset": getattr(learner, "preset", None),  # None: the NumPy CNN reads raw pixels
             "images": test_x[:2].numpy(),
             "spec": {"dataset": dataset, "side": int(test_x.shape[-1]), "input_shape": list(example.shape[1:]),
-                     "input_dtype": str(example.dtype), "classes": list(classes),
+                     "input_dtype": str(example.dtype), "classes": list(classes), "binary": binary,
                      "threshold": None if threshold is None else float(threshold)}}
 
 

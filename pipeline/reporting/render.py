@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jinja2
 
-from pipeline import report_tables as tables
-from pipeline.report_build import DatasetReport, ModelSection
+from pipeline.reporting import tables
+from pipeline.reporting.build import DatasetReport, ModelSection
 
-TEMPLATES = Path(__file__).parent / "reporting" / "templates"
+TEMPLATES = Path(__file__).parent / "templates"
 
 FIGURE_TITLES = {
     "curves": "Learning curves", "confusion": "Confusion matrix (test)", "roc_pr": "ROC and precision-recall (test)",

@@ -8,18 +8,22 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
+from typing import Callable
 
 import yaml
 from ruamel.yaml import YAML
 
-from pipeline.atomic import write_text
-from pipeline.config import ConfigError, merge_overrides, parse_params
+from pipeline.artifacts import write_text
+from pipeline.config.loading import merge_overrides, parse_params
+from pipeline.config.schema import ConfigError, Params
 
 log = logging.getLogger(__name__)
 PROFILES_DIR = Path("profiles")
 
 
-def apply_profile(name: str, params_file: Path) -> None:
+def apply_profile(name: str, params_file: Path, validate: Callable[[Params, str], None] | None = None) -> None:
+    """`validate(params, source)`: a further check of the merged params before they are written
+    (the CLI passes the model registry's)."""
     profile_file = PROFILES_DIR / f"{name}.yaml"
     if not profile_file.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
@@ -36,6 +40,9 @@ def apply_profile(name: str, params_file: Path) -> None:
         raise ConfigError(f"{profile_file}: {e}") from None
     buf = io.StringIO()
     rt.dump(doc, buf)
-    parse_params(yaml.safe_load(buf.getvalue()), source=f"{params_file} + {profile_file}")
+    source = f"{params_file} + {profile_file}"
+    merged = parse_params(yaml.safe_load(buf.getvalue()), source=source)
+    if validate is not None:
+        validate(merged, source)
     write_text(params_file, buf.getvalue())
     log.info("%s now includes profile %s (git checkout %s restores it)", params_file, name, params_file)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import paths
+from pipeline import artifacts
+from pipeline.artifacts import evaluate_command, read_curves, train_command
 from pipeline.config import Params, TrainConfig
 from pipeline.data.datasets import get_dataset
 from pipeline.models import get_model_spec
 from pipeline.models.registry import ModelSpec
-from pipeline.train import read_curves
 
 
 @dataclass
@@ -28,7 +28,7 @@ class ModelResult:
     cfg: TrainConfig
     metrics: dict  # the mean over the seeds' runs (metrics/<dataset>/<model>.json)
     # One metrics dict per seed's run, with its seed and MLflow run id; the table shows their
-    # mean and spread (see report_tables.accuracy_cell).
+    # mean and spread (see tables.accuracy_cell).
     runs: list[dict]
     # The first seed's run: its per-class scores, curves, predictions and figures.
     per_class: dict
@@ -55,18 +55,18 @@ class ModelResult:
 
 def required_files(dataset: str, model: str, seeds: tuple[int, ...]) -> dict[Path, str]:
     """Each input of the report for one model, with the command that writes it."""
-    train = f"pipeline train --dataset {dataset} --model {model}"
-    evaluate = f"pipeline evaluate --dataset {dataset} --model {model}"
+    train = train_command(dataset, model)
+    evaluate = evaluate_command(dataset, model)
     files = {path: train for seed in seeds
-             for path in (paths.checkpoint_file(dataset, model, seed), paths.curves_file(dataset, model, seed))}
+             for path in (artifacts.checkpoint_file(dataset, model, seed), artifacts.curves_file(dataset, model, seed))}
     files |= {
-        paths.metrics_file(dataset, model): evaluate,
-        paths.seed_metrics_file(dataset, model): evaluate,
-        paths.per_class_file(dataset, model): evaluate,
-        paths.predictions_file(dataset, model): evaluate,
+        artifacts.metrics_file(dataset, model): evaluate,
+        artifacts.seed_metrics_file(dataset, model): evaluate,
+        artifacts.per_class_file(dataset, model): evaluate,
+        artifacts.predictions_file(dataset, model): evaluate,
     }
     if get_dataset(dataset).binary:  # ROC and precision-recall points too
-        files.update({paths.curve_points_file(dataset, kind, model): evaluate for kind in ("roc", "pr")})
+        files.update({artifacts.curve_points_file(dataset, kind, model): evaluate for kind in ("roc", "pr")})
     return files
 
 
@@ -81,8 +81,8 @@ def check_inputs(params: Params) -> None:
     missing = []
     for dataset in report_datasets(params):
         models = params.models(dataset)
-        if models and not paths.prepared_file(dataset).exists():
-            missing.append(f"{paths.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")
+        if models and not artifacts.prepared_file(dataset).exists():
+            missing.append(f"{artifacts.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")
         for model in models:
             files = required_files(dataset, model, params.seeds_for(dataset, model))
             missing += [f"{path} (run `{cmd}`)" for path, cmd in files.items() if not path.exists()]
@@ -93,18 +93,18 @@ def check_inputs(params: Params) -> None:
 def load_results(params: Params, dataset: str) -> list[ModelResult]:
     results = []
     for name in params.models(dataset):
-        runs = _read_json(paths.seed_metrics_file(dataset, name))
+        runs = _read_json(artifacts.seed_metrics_file(dataset, name))
         seeds = list(params.seeds_for(dataset, name))
         if [run.get("seed") for run in runs] != seeds:
-            raise ValueError(f"{paths.seed_metrics_file(dataset, name)} holds the runs of seeds "
+            raise ValueError(f"{artifacts.seed_metrics_file(dataset, name)} holds the runs of seeds "
                              f"{[run.get('seed') for run in runs]}, params.yaml asks for {seeds}: re-run "
                              f"`pipeline evaluate --dataset {dataset} --model {name}`")
         results.append(ModelResult(
             name=name, dataset=dataset, spec=get_model_spec(name), cfg=params.train_config(dataset, name),
-            metrics=_read_json(paths.metrics_file(dataset, name)), runs=runs,
-            per_class=_read_json(paths.per_class_file(dataset, name)),
+            metrics=_read_json(artifacts.metrics_file(dataset, name)), runs=runs,
+            per_class=_read_json(artifacts.per_class_file(dataset, name)),
             curves=read_curves(dataset, name, seeds[0]),
-            predictions=read_csv(paths.predictions_file(dataset, name)),
+            predictions=read_csv(artifacts.predictions_file(dataset, name)),
         ))
     sizes = {r.name: r.test_size for r in results}
     if len(set(sizes.values())) > 1:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pipeline.data.presets import InputPreset
-from pipeline.runtime import Accel
+from pipeline.engine.runtime import Accel
 
 
 @torch.inference_mode()

@@ -1,0 +1,101 @@
+"""`mlflow models serve` of a logged model on loopback, started and stopped from Python: what the
+serving tests and bench/serve_load.py talk to."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pipeline.tracking.store import TrackingError, tracking_uri
+
+
+class ModelServer:
+    """`mlflow models serve` of `model_uri` on loopback, in this Python environment (no conda or
+    virtualenv built per model), as a context manager: started and ready on entry, stopped with
+    its worker processes on exit. MLFLOW_TRACKING_URI is passed on, so `models:/name@alias`
+    resolves in the pipeline's store.
+    """
+
+    def __init__(self, model_uri: str, port: int | None = None, workers: int = 1, host: str = "127.0.0.1",
+                 startup_timeout_s: float = 180.0) -> None:
+        self.model_uri, self.host, self.workers = model_uri, host, workers
+        self.port = port or free_port(host)
+        self.startup_timeout_s = startup_timeout_s
+        self.url = f"http://{host}:{self.port}"
+        self.process = None
+
+    def __enter__(self) -> "ModelServer":
+        import shutil
+        import subprocess
+        import sys
+        import tempfile
+
+        mlflow_cli = Path(sys.executable).parent / "mlflow"
+        command = [str(mlflow_cli) if mlflow_cli.exists() else shutil.which("mlflow") or "mlflow",
+                   "models", "serve", "-m", self.model_uri, "--env-manager", "local",
+                   "-h", self.host, "-p", str(self.port), "-w", str(self.workers)]
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the server mid-request.
+        self.log = tempfile.NamedTemporaryFile(prefix="mlflow-serve-", suffix=".log", delete=False)
+        # Its own process group: uvicorn's workers are children of the CLI, and go with it.
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()},
+                                        start_new_session=True)
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def _wait_until_ready(self) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + self.startup_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise TrackingError(f"`mlflow models serve -m {self.model_uri}` exited with code "
+                                    f"{self.process.returncode} before answering:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:  # not listening yet
+                pass
+            time.sleep(0.25)
+        raise TrackingError(f"`mlflow models serve -m {self.model_uri}` did not answer {self.url}/ping "
+                            f"within {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.process is None:
+            return
+        # Signals go to the group this server was started in, and nowhere else.
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:  # a worker that outlived the CLI or ignored SIGTERM
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+        self.process = None
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+def free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

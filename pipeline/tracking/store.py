@@ -1,0 +1,225 @@
+"""Where MLflow runs go, and whether that store can take them: checked in seconds, before any
+training starts, with errors that say what to change (and never print a password)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative: DVC runs stages at the repo root
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def redacted(uri: str) -> str:
+    """`uri` with any password replaced by ***: what error messages and logs may show."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _uri_source() -> str:
+    """How the user chose the store, so an error message says what to change."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return f"MLFLOW_TRACKING_URI={redacted(tracking_uri())}"
+    return f"the default tracking URI {DEFAULT_TRACKING_URI} (MLFLOW_TRACKING_URI is unset)"
+
+
+CHECK_TIMEOUT_S = 5.0
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+# Stores MLflow reaches by itself, with nothing to check here first (Databricks' workspaces).
+OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be reached, or lacks a run the pipeline's files point to."""
+
+
+def check_store() -> None:
+    """Fails in seconds when the tracking store cannot take runs, before any training starts.
+
+    MLflow's own client retries an unreachable server for minutes, and only at the first
+    logging call: here one request without retries for a server, and for a local store what
+    can be checked without touching it.
+    """
+    uri = tracking_uri()
+    scheme = uri.partition(":")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme in ("http", "https"):
+        _check_server(uri)
+    elif scheme in DATABASE_SCHEMES:
+        _check_database(uri, scheme)
+    elif scheme == "file":
+        store = Path(uri.removeprefix("file://"))
+        _check_directory(store.parent, "the folder that holds the store")
+        _check_not_in_temporary_copy(store)
+    elif scheme not in OTHER_SCHEMES:
+        raise _store_error(f"{scheme!r} is not a kind of tracking store MLflow knows",
+                           "Set it to a tracking server (http://host:5000), a database "
+                           "(sqlite:///path/mlflow.db, postgresql://user:password@host/db) or a folder")
+
+
+def check_store_exists() -> None:
+    """Fails unless a local store (sqlite file, folder) is already there: for commands that only
+    read runs, where MLflow would create an empty store and then report the runs missing."""
+    uri = tracking_uri()
+    scheme = uri.partition(":")[0].partition("+")[0].lower() if "://" in uri else "file"
+    if scheme == "sqlite":
+        from sqlalchemy.engine import make_url
+
+        store = make_url(uri).database
+    elif scheme == "file":
+        store = uri.removeprefix("file://")
+    else:
+        return
+    if store and store != ":memory:" and not Path(store).exists():
+        raise _store_error(f"no tracking store at {Path(store).resolve()}",
+                           "Run the pipeline first (`dvc repro`: train, evaluate and register), or set "
+                           "MLFLOW_TRACKING_URI to the store it tracked into")
+
+
+def _store_error(problem: str, fix: str, offer_default: bool = True) -> TrackingError:
+    fallback = (f", or unset MLFLOW_TRACKING_URI to track into {DEFAULT_TRACKING_URI}"
+                if offer_default and os.environ.get("MLFLOW_TRACKING_URI") else "")
+    return TrackingError(f"{_uri_source()}: {problem}. {fix}{fallback}.")
+
+
+def _check_server(uri: str) -> None:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        # A cheap call of the tracking API itself: /health would answer for a server that
+        # refuses this client's credentials, or for an MLflow path mounted elsewhere.
+        response = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search",
+                                "POST", max_retries=0, backoff_factor=0, timeout=CHECK_TIMEOUT_S,
+                                json={"max_results": 1})
+    except Exception as e:  # refused, unresolvable host, TLS failure, timeout alike
+        raise _store_error(f"no MLflow tracking server answers there (one try, {CHECK_TIMEOUT_S:.0f} s "
+                           f"timeout: {describe(e)})",
+                           "Start the server (`mlflow server --host ... --port ...`) or correct the URI") from None
+    if response.status_code in (401, 403):
+        raise _store_error(f"the server refuses this client's credentials (HTTP {response.status_code})",
+                           "Set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or "
+                           "MLFLOW_TRACKING_TOKEN) to an account of the server")
+    if response.status_code != 200 or not isinstance(_json_or_none(response), dict):
+        raise _store_error(f"HTTP {response.status_code} without MLflow's answer from its tracking API: not "
+                           f"an MLflow tracking server, or the URI's path is wrong",
+                           "Point MLFLOW_TRACKING_URI at the server's root, e.g. http://host:5000")
+
+
+def _json_or_none(response):
+    try:
+        return response.json()
+    except ValueError:  # an HTML page or plain text: some other web server
+        return None
+
+
+def describe(error: Exception) -> str:
+    """An exception's type and first line, safe to print: the client's messages quote the URL."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {_redact_text(first, tracking_uri())}"
+
+
+def _redact_text(text: str, uri: str) -> str:
+    from urllib.parse import urlsplit
+
+    password = urlsplit(uri).password
+    return text.replace(password, "***") if password else text
+
+
+def _check_database(uri: str, scheme: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(uri)
+        url.get_dialect().import_dbapi()
+    except ImportError as e:
+        raise _store_error(f"the Python driver of the {scheme} store is not installed ({e})",
+                           f"Install the package that provides `{e.name}` (PostgreSQL's, psycopg, comes "
+                           f"with `pip install -e .`)") from None
+    except Exception as e:  # malformed URI or a dialect SQLAlchemy does not know
+        raise _store_error(f"not a database URI SQLAlchemy can read ({type(e).__name__})",
+                           "Write it as e.g. postgresql://user:password@host:5432/db") from None
+    if scheme in ("postgresql", "mysql"):
+        _check_connects(url)
+    if scheme == "sqlite" and url.database not in (None, "", ":memory:"):
+        _check_directory(Path(url.database).parent, "the folder of the sqlite file")
+        _check_not_in_temporary_copy(Path(url.database))
+
+
+def _check_connects(url) -> None:
+    """One connection with a short timeout: MLflow's own store retries a dead database for minutes."""
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": int(CHECK_TIMEOUT_S)})
+    try:
+        with engine.connect():
+            pass
+    except Exception as e:  # refused, unknown host, wrong password, missing database alike
+        raise _store_error(f"the database does not accept a connection ({describe(e)})",
+                           "Start the database, or correct the host, port, user, password or database "
+                           "name in the URI") from None
+    finally:
+        engine.dispose()
+
+
+def _check_not_in_temporary_copy(store: Path) -> None:
+    """`dvc exp run --queue` (or --temp) runs the stages in a copy of the repository under
+    .dvc/tmp/exps/ that DVC deletes afterwards: a store there would vanish with every run in it."""
+    parts = store.resolve().parts
+    if any(parts[i:i + 3] == (".dvc", "tmp", "exps") for i in range(len(parts))):
+        raise _store_error(f"the store would be {store.resolve()}, inside the temporary copy DVC runs "
+                           f"queued and --temp experiments in, and deleted with it",
+                           "Set MLFLOW_TRACKING_URI to an absolute store (a tracking server, or "
+                           "sqlite:////absolute/path/mlflow.db) before `dvc queue start`", offer_default=False)
+
+
+def _check_directory(folder: Path, what: str) -> None:
+    folder = folder if str(folder) else Path(".")
+    if not folder.is_dir():
+        raise _store_error(f"{what}, {folder.resolve()}, does not exist", f"Create {folder} first")
+    if not os.access(folder, os.W_OK):
+        raise _store_error(f"{what}, {folder.resolve()}, is not writable", "Use a folder you may write to")
+
+
+def connect():
+    import mlflow  # heavy import, only in the stages that track
+
+    uri = tracking_uri()
+    if redacted(uri) != uri:
+        # MLflow prints "View run ... at: <the URI>" at each run's end, password and all, into
+        # stage logs that CI keeps; the run id is in our own log line anyway.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def describe_failure(what: str, error: Exception) -> str:
+    """`what` failed, with the store and the error, safe to print."""
+    return f"{what} in {redacted(tracking_uri())} ({describe(error)})"
+
+
+def check_runs_exist(runs: dict[str, str]) -> None:
+    """Fails unless every run (label -> run id, from the checkpoints) is in the tracking store.
+
+    Checked before the report draws anything: its figures are logged to these runs at the end.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    for label, run_id in runs.items():
+        try:
+            client.get_run(run_id)
+        except Exception as e:  # unreachable server, unreadable sqlite file, unknown run id alike
+            raise TrackingError(
+                f"MLflow run {run_id} of {label} (recorded in its checkpoint) cannot be read from the "
+                f"tracking store {redacted(tracking_uri())}: {describe(e)}. "
+                f"Set MLFLOW_TRACKING_URI to the store the train stage used, or re-run the train stage."
+            ) from e
