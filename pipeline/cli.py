@@ -8,7 +8,7 @@
     pipeline register --dataset mnist   # its best model -> models:/mnist-classifier@champion
     pipeline predict --dataset mnist [--model lenet5] [--json] digit.png ...
     pipeline models [--json]
-    pipeline profile ci        # merge profiles/ci.yaml into params.yaml
+    pipeline profile full      # merge profiles/full.yaml into params.yaml
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
-    p.add_argument("name", help="e.g. ci")
+    p.add_argument("name", help="e.g. full or source")
     return parser
 
 

@@ -52,7 +52,7 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
         check(self.train_limit is None or self.train_limit >= 100, "train_limit",
-               self.train_limit, "null or an integer >= 100")
+              self.train_limit, "null or an integer >= 100")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class CrackPrepareConfig:
         check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
         check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
-               "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
+              "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
         check(self.limit is None or self.limit >= 20, "limit", self.limit, "null or an integer >= 20")
 
 
@@ -116,7 +116,7 @@ class TrainConfig:
     grad_clip: float | None = None
     nesterov: bool = False  # SGD with momentum only
     # Train (and validate) on a stratified subset of this many images of the prepared split
-    # (drawn with each run's seed): the CI profile's deep models. null: the whole split.
+    # (drawn with each run's seed): the deep models within the CPU budget. null: the whole split.
     train_subset: int | None = None
     val_subset: int | None = None
     # This model's own list of seeds (one training run each); null: the top-level `seeds`.
@@ -131,25 +131,25 @@ class TrainConfig:
         check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
         check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
         check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
-               self.input_size, "null or an integer in [16, 512]")
+              self.input_size, "null or an integer in [16, 512]")
         check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
-               self.head_epochs, "0, or a positive integer smaller than epochs")
+              self.head_epochs, "0, or a positive integer smaller than epochs")
         check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
-               f"null or a number in (0, {MAX_LR:g}]")
+              f"null or a number in (0, {MAX_LR:g}]")
         check(not self.nesterov or (self.optimizer == "sgd" and self.momentum > 0), "nesterov",
-               self.nesterov, "false unless optimizer is sgd with momentum > 0")
+              self.nesterov, "false unless optimizer is sgd with momentum > 0")
         check(self.schedule == "constant" or not self.head_epochs, "schedule", self.schedule,
-               "constant when head_epochs is set (each transfer phase has its own lr)")
+              "constant when head_epochs is set (each transfer phase has its own lr)")
         check(0.0 <= self.warmup_epochs < self.epochs, "warmup_epochs", self.warmup_epochs,
-               "a number of epochs >= 0 and below epochs")
+              "a number of epochs >= 0 and below epochs")
         check(self.schedule == "cosine" or not self.warmup_epochs, "warmup_epochs",
-               self.warmup_epochs, "0 unless schedule is cosine (onecycle has its own warm-up)")
+              self.warmup_epochs, "0 unless schedule is cosine (onecycle has its own warm-up)")
         check(0.0 <= self.label_smoothing < 0.5, "label_smoothing", self.label_smoothing,
-               "a number in [0, 0.5), e.g. 0.1")
+              "a number in [0, 0.5), e.g. 0.1")
         check(self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "ema_decay", self.ema_decay,
-               "null (off) or a number in (0, 1), e.g. 0.999")
+              "null (off) or a number in (0, 1), e.g. 0.999")
         check(self.grad_clip is None or self.grad_clip > 0, "grad_clip", self.grad_clip,
-               "null (off) or a positive max gradient norm, e.g. 1.0")
+              "null (off) or a positive max gradient norm, e.g. 1.0")
         for key in ("train_subset", "val_subset"):
             value = getattr(self, key)
             check(value is None or value >= 100, key, value, "null or an integer >= 100")
@@ -194,7 +194,7 @@ class RuntimeConfig:
         check(self.threads >= 0, "threads", self.threads, "0 (all cores) or a positive integer")
         check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "a positive integer")
         check(self.distributed.backend != "nccl" or self.device != "cpu", "distributed.backend",
-               self.distributed.backend, "auto or gloo when device is cpu (nccl needs CUDA GPUs)")
+              self.distributed.backend, "auto or gloo when device is cpu (nccl needs CUDA GPUs)")
 
 
 @dataclass(frozen=True)

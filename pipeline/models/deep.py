@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from pipeline.data.datasets import DATASETS
 from pipeline.models.registry import Reported, register_model
 
 VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 TINY_VGG_BLOCKS = [[64, 64], [128, 128], [256, 256, 256]]
 TINY_VGG_SIZE = 32
-DATASETS = ("mnist", "crack")
+# Their builders take any side and channel count: every dataset there is (MNIST first, their home).
+EVERY_DATASET = tuple(DATASETS)
 
 
 def _vgg_features(in_channels: int, blocks: list[list[int]]) -> nn.Sequential:
@@ -40,7 +42,7 @@ def _init_vgg(model: nn.Module) -> nn.Module:
     return model
 
 
-@register_model(dataset=DATASETS, input_size=32, source="lab-A", resize=True, family="deep",
+@register_model(dataset=EVERY_DATASET, input_size=32, source="lab-A", resize=True, family="deep",
                 reported=Reported(0.9629, "lab-A", loss=0.1203, note="from scratch, undertrained"))
 def vgg16(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Module:
     """lab-A's VGG-16: 13 conv 3x3 + ReLU, a 2x2 max pool after each block, 4096-4096-classes.
@@ -61,7 +63,7 @@ def vgg16(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Module
     ))
 
 
-@register_model(dataset=DATASETS, input_size=32, source="lab-A", resize=True, family="deep",
+@register_model(dataset=EVERY_DATASET, input_size=32, source="lab-A", resize=True, family="deep",
                 reported=Reported(0.9265, "lab-A", loss=0.2381, note="from scratch, undertrained"))
 def resnet50(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Module:
     """lab-A's ResNet-50: torchvision's, with an `in_channels` stem; 23,522,250 params (1 ch, 10).
@@ -79,7 +81,7 @@ def resnet50(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Mod
     return model
 
 
-@register_model(dataset=DATASETS, input_size=TINY_VGG_SIZE, source="course", resize=True, family="deep")
+@register_model(dataset=EVERY_DATASET, input_size=TINY_VGG_SIZE, source="course", resize=True, family="deep")
 def tiny_vgg(in_channels: int, num_classes: int, input_size: int = TINY_VGG_SIZE) -> nn.Module:
     """The course's TinyVGG: VGG blocks 64x2, 128x2, 256x3 with max pools, 4096 -> 512 -> classes.
 
@@ -114,7 +116,7 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-@register_model(dataset=DATASETS, input_size=32, source="course", resize=True, family="deep")
+@register_model(dataset=EVERY_DATASET, input_size=32, source="course", resize=True, family="deep")
 def tiny_resnet(in_channels: int, num_classes: int, input_size: int = 32) -> nn.Module:
     """The course's TinyResNet: stem conv 64@3x3 + BN + ReLU, basic blocks 2x64, 2x128 (/2),
     2x256 (/2), global average pool, linear; 2,776,522 params for 1 channel and 10 classes."""

@@ -70,16 +70,10 @@ def required_files(dataset: str, model: str, seeds: tuple[int, ...]) -> dict[Pat
     return files
 
 
-def report_datasets(params: Params) -> tuple[str, ...]:
-    """The datasets the report covers: those params.yaml's `datasets` runs."""
-    # getattr: a Params from before `datasets` existed runs both.
-    return tuple(getattr(params, "datasets", ("mnist", "crack")))
-
-
 def check_inputs(params: Params) -> None:
     """Fails naming every missing input file (and what makes it) before any work starts."""
     missing = []
-    for dataset in report_datasets(params):
+    for dataset in params.datasets:
         models = params.models(dataset)
         if models and not artifacts.prepared_file(dataset).exists():
             missing.append(f"{artifacts.prepared_file(dataset)} (run `pipeline prepare --dataset {dataset}`)")

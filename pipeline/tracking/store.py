@@ -30,7 +30,7 @@ def _uri_source() -> str:
     return f"the default tracking URI {DEFAULT_TRACKING_URI} (MLFLOW_TRACKING_URI is unset)"
 
 
-CHECK_TIMEOUT_S = 5.0
+CHECK_TIMEOUT_S = 10.0  # one try: long enough for a busy laptop, short enough to fail in seconds
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
