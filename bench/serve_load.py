@@ -3,19 +3,29 @@
     # from a workspace where `dvc repro` (or train, evaluate and `pipeline register`) has run
     python bench/serve_load.py                               # 2,000 requests, 8 clients, 1 image each
     python bench/serve_load.py --requests 5000 --clients 16 --batch 8 --workers 2
+    python bench/serve_load.py --payload tensor              # the preset applied by the client
 
-Starts `mlflow models serve -m models:/<dataset>-classifier@champion --env-manager local` on
+Starts `mlflow models serve -m models:/mnist-classifier@champion --env-manager local` on
 127.0.0.1 (the store of MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), waits for /ping, sends
 `--warmup` requests that are not counted, then `--requests` POSTs to /invocations from
 `--clients` threads, each on its own keep-alive connection, each request `--batch` real MNIST
-test images turned into the model's input exactly as `pipeline predict` does. Prints the
-machine, throughput (requests/s and images/s), latency percentiles, errors (any non-200 answer
-or failed connection; the run exits 1 if there is one) and the served predictions' accuracy
-against the labels. The clients run on the same machine as the server and share its cores.
+test images. `--payload image` (default): each image a PNG file, base64, in the `image` column,
+as a client with image files posts them (the server decodes them and applies the model's preset,
+pipeline/tracking/serving.py). `--payload tensor`: the preset applied here, by the champion's
+learner, and the float tensor posted as `inputs`. Prints the machine, throughput (requests/s and
+images/s), latency percentiles, errors (any non-200 answer or failed connection; the run exits 1
+if there is one) and the served predictions' accuracy against the labels. The clients run on the
+same machine as the server and share its cores.
+
+It needs a registered champion: in a workspace where `dvc repro` ran, or e.g. (a small one)
+    pipeline download --dataset mnist && pipeline prepare --dataset mnist
+    pipeline train --dataset mnist --model lenet5 && pipeline evaluate --dataset mnist --model lenet5
+    pipeline register --dataset mnist    # with only lenet5 trained, it is the champion
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import sys
@@ -33,32 +43,58 @@ from pipeline import artifacts  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
 from pipeline.data.errors import DataError  # noqa: E402
-from pipeline.predict import model_input  # noqa: E402
+from pipeline.engine.learners import build_learner  # noqa: E402
 from pipeline.tracking.registry import ALIAS, champion_uri, registered_name, resolve_registered  # noqa: E402
 from pipeline.tracking.runs import run_record  # noqa: E402
 from pipeline.tracking.server import ModelServer  # noqa: E402
+from pipeline.tracking.serving import IMAGE_COLUMN, encode_png  # noqa: E402
 from pipeline.tracking.store import TrackingError, tracking_uri  # noqa: E402
 
 
-def request_bodies(params_file: Path, mnist_dir: Path, count: int, batch: int) -> tuple[list[bytes], list[np.ndarray]]:
-    """`count` JSON bodies of `batch` official test images each (cycling through the 10,000),
-    preprocessed for the champion, and their labels."""
+def request_bodies(params_file: Path, mnist_dir: Path, count: int, batch: int,
+                   payload: str) -> tuple[list[bytes], list[np.ndarray]]:
+    """`count` JSON bodies of `batch` official test images each (cycling through the 10,000), as
+    PNG files or as the champion's input tensor, and their labels."""
     run_id = resolve_registered(registered_name("mnist"), ALIAS)
     tags, run_params, _ = run_record(run_id)
-    import torch
-
-    images = torch.from_numpy(mnist.read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz").copy())
+    images = mnist.read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")
     labels = mnist.read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz").astype(int)
     needed = min(count * batch, len(labels))
-    inputs = model_input(load_params(params_file), "mnist", tags["model"], run_params, images[:needed])
+    if payload == "image":
+        rows = [{IMAGE_COLUMN: encode_png(image)} for image in images[:needed]]
+        body = lambda index: {"dataframe_records": [rows[k] for k in index]}  # noqa: E731
+        what = "PNG files in the image column"
+    else:
+        inputs = tensor_input(params_file, tags["model"], run_params, images[:needed])
+        body = lambda index: {"inputs": inputs[index].tolist()}  # noqa: E731
+        what = f"input tensors {list(inputs.shape[1:])} {inputs.dtype}"
     bodies, truths = [], []
     for i in range(count):
         index = np.arange(i * batch, (i + 1) * batch) % needed
-        bodies.append(json.dumps({"inputs": inputs[index].tolist()}).encode())
+        bodies.append(json.dumps(body(index)).encode())
         truths.append(labels[index])
-    print(f"model: {champion_uri('mnist')} = {tags['model']} (MLflow run {run_id}), input "
-          f"{list(inputs.shape[1:])} {inputs.dtype}, {len(bodies[0]):,} bytes of JSON per request")
+    print(f"model: {champion_uri('mnist')} = {tags['model']} (MLflow run {run_id}); {what}, "
+          f"{np.mean([len(b) for b in bodies]):,.0f} bytes of JSON per request")
     return bodies, truths
+
+
+def tensor_input(params_file: Path, model: str, run_params: dict[str, str], images: np.ndarray) -> np.ndarray:
+    """The images as the champion's input: its learner's preset at the input size of its run."""
+    import torch
+
+    # The run's input size, not params.yaml's, which may have changed since it trained; no
+    # ImageNet download: only the preset is used, and the seed of its random weights is moot.
+    cfg = dataclasses.replace(load_params(params_file).train_config("mnist", model), pretrained=False,
+                              input_size=int(run_params["input_size"]))
+    return build_learner(model, "mnist", cfg, torch.device("cpu"), seed=0).example_input(torch.from_numpy(images))
+
+
+def predicted_labels(answer: bytes) -> np.ndarray:
+    """The served classes: a class name per image for files, logits per image for tensors."""
+    predictions = json.loads(answer)["predictions"]
+    if predictions and isinstance(predictions[0], dict):
+        return np.array([int(p["class"]) for p in predictions])
+    return np.argmax(predictions, axis=1)
 
 
 def client(url: str, bodies: list[bytes], next_index, results: list, lock: threading.Lock) -> None:
@@ -109,6 +145,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
     parser.add_argument("--warmup", type=int, default=50, help="requests sent first, not counted")
+    parser.add_argument("--payload", choices=["image", "tensor"], default="image",
+                        help="base64 PNG files in the image column, or the preset's tensor as inputs")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--mnist", type=Path, default=artifacts.raw_dir("mnist"),
                         help="folder with the official t10k-*.gz files (default: data/mnist/raw)")
@@ -116,7 +154,7 @@ def main() -> int:
 
     print(f"machine: {machine_info()}")
     print(f"tracking store: {tracking_uri()}")
-    bodies, truths = request_bodies(args.params, args.mnist, args.warmup + args.requests, args.batch)
+    bodies, truths = request_bodies(args.params, args.mnist, args.warmup + args.requests, args.batch, args.payload)
     with ModelServer(champion_uri("mnist"), workers=args.workers) as server:
         print(f"server: {server.url}, {args.workers} worker(s); {args.clients} clients, "
               f"{args.batch} image(s) per request, {args.warmup} warm-up requests")
@@ -125,7 +163,7 @@ def main() -> int:
 
     latencies = np.array([elapsed for _, _, elapsed, _ in results]) * 1000
     errors = [(i, status, answer[:200]) for i, status, _, answer in results if status != 200]
-    correct = sum(int((np.argmax(json.loads(answer)["predictions"], axis=1) == truths[args.warmup + i]).sum())
+    correct = sum(int((predicted_labels(answer) == truths[args.warmup + i]).sum())
                   for i, status, _, answer in results if status == 200)
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
     print(f"requests: {len(results)} in {wall:.2f} s: {len(results) / wall:.1f} requests/s, "

@@ -82,8 +82,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                   "framework": spec.framework, "channels_last": params.runtime.channels_last,
                   "cuda": dataclasses.asdict(params.runtime.cuda),
                   "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
-    run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"],
-                                                         "seed": str(seed)}, progress) if run_log else None
+    run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"], "seed": str(seed)},
+                       progress, params.runtime.system_metrics) if run_log else None
     log.info("%s/%s seed %d: %d params on %s, MLflow run %s", dataset, model_name, seed,
              run_params["params"], device, run_id)
     history, best = progress["history"], progress["best"]
@@ -134,11 +134,12 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     return checkpoint
 
 
-def _open_run(run_log: RunLog, model_name: str, run_params: dict, tags: dict, progress: dict) -> str:
+def _open_run(run_log: RunLog, model_name: str, run_params: dict, tags: dict, progress: dict,
+              system_metrics: bool) -> str:
     """A new MLflow run, or the interrupted run's own when resuming (left active either way)."""
     if progress["run_id"] is None:
-        return run_log.start(model_name, run_params, tags)
-    logged = resume.reopen_run(run_log, progress["run_id"])
+        return run_log.start(model_name, run_params, tags, system_metrics)
+    logged = resume.reopen_run(run_log, progress["run_id"], system_metrics)
     for row in progress["history"]:
         if row["epoch"] not in logged:  # saved in the resume file, killed before MLflow had it
             _log_row(run_log, row)

@@ -14,12 +14,12 @@ import pytest
 import torch
 import yaml
 
-from pipeline import artifacts
+from pipeline import artifacts, train
 from pipeline.engine import resume
 from pipeline.tracking.run_log import RunLog
 from pipeline.tracking.runs import file_md5
 from pipeline.tracking.store import TrackingError
-from tests.conftest import shrunk_params_dict
+from tests.conftest import shrunk_params, shrunk_params_dict
 
 MODEL, SEED = "cnn1", 12
 
@@ -118,3 +118,29 @@ def test_an_unused_child_is_stopped_not_waited_for(workspace, mlflow_uri):
     with RunLog("mnist") as run_log:
         pass
     assert run_log.process.returncode == -signal.SIGTERM
+
+
+def test_system_metrics_are_sampled_into_the_run_only_when_switched_on(workspace, mlflow_uri, monkeypatch):
+    # MLflow logs a sample once its interval has passed: a short one gives a 2-epoch run several.
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    # params.yaml decides, whatever MLflow's own switch says.
+    monkeypatch.setenv("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "true")
+    assert shrunk_params().runtime.system_metrics is False  # the default in params.yaml
+    client = mlflow.MlflowClient(mlflow_uri)
+    runs = {}
+    for on in (True, False):
+        params = shrunk_params(models=[MODEL], epochs=2, runtime={"system_metrics": on, "threads": 1},
+                               train={"mnist": {MODEL: {"patience": 0}}})
+        (checkpoint,) = train.main(params, "mnist", MODEL)
+        runs[on] = client.get_run(checkpoint["mlflow_run_id"])
+
+    sampled = runs[True].data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes",
+            "system/system_memory_usage_percentage"} <= set(sampled), sorted(sampled)
+    assert 0 <= sampled["system/cpu_utilization_percentage"] <= 100
+    assert 0 < sampled["system/system_memory_usage_percentage"] < 100
+    steps = [m.step for m in client.get_metric_history(runs[True].info.run_id, "system/cpu_utilization_percentage")]
+    assert len(steps) >= 2 and steps == list(range(len(steps))), steps
+    assert [m.step for m in client.get_metric_history(runs[True].info.run_id, "val_accuracy")] == [1, 2]
+    assert [k for k in runs[False].data.metrics if k.startswith("system/")] == []
+    assert {r.info.status for r in runs.values()} == {"FINISHED"}

@@ -1,18 +1,17 @@
 """The pipeline against a team tracking server: `mlflow server` on a real PostgreSQL (Debian's)
 with artifacts proxied by the server; a store that cannot take runs stops `pipeline train` before
-any work; and no credential of the environment reaches runs, artifacts, logs or outputs."""
+any work; no credential of the environment reaches runs, artifacts, logs or outputs; and the
+runs of one pipeline_group, compared in MLflow's UI (headless Chromium) and its REST search API."""
 from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -20,12 +19,15 @@ import mlflow
 import pytest
 import yaml
 
-from pipeline import artifacts
-from pipeline.tracking.server import free_port
+from pipeline import artifacts, evaluate, train
+from pipeline.config import parse_params
 from pipeline.tracking.store import TrackingError, check_store
+from tests.browser import headless_chromium, save_screenshot
 from tests.conftest import shrunk_params_dict
+from tests.servers import mlflow_server, postgres_cluster
 
 MODEL = "logreg"
+GROUP, OTHER_GROUP = "pytest-server", "pytest-server-other"  # the tracked runs' pipeline_group, another
 DB_USER, DB_PASSWORD = "mlflow", "db-password-for-the-server-only"
 CLIENT_USER = "pipeline-ci"
 # Distinct sentinels, so a failure names the variable that leaked.
@@ -35,70 +37,11 @@ URI_PASSWORD = "uri-password-7a1c9f2e"
 SENTINELS = [*SECRETS.values(), URI_PASSWORD]
 
 
-def _postgres_bin() -> Path | None:
-    """Debian's server binaries: on PATH (symlinks) or under /usr/lib/postgresql/<version>/bin."""
-    initdb = shutil.which("initdb")
-    if initdb:
-        return Path(initdb).resolve().parent
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return found[-1].parent if found else None
-
-
-def _server_owner() -> pwd.struct_passwd | None:
-    """The account PostgreSQL runs as: it refuses root, so as root that is Debian's `postgres`."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("running as root without a `postgres` account, and PostgreSQL refuses to run as "
-                    "root: apt-get install -y postgresql creates it")
-
-
-def _as_owner(owner, command: list[str], what: str, log: Path | None = None) -> None:
-    prefix = ["runuser", "-u", owner.pw_name, "--"] if owner else []
-    proc = subprocess.run(prefix + command, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-        pytest.fail(f"{what} failed ({' '.join(command)}):\n{proc.stdout}\n{proc.stderr}\n{tail}")
-
-
 @pytest.fixture(scope="module")
 def postgres():
-    """A throwaway PostgreSQL cluster on 127.0.0.1 (password auth over TCP) holding an empty
-    `mlflow` database; yields its SQLAlchemy URI, stopped and deleted afterwards."""
-    import psycopg
-
-    bin_dir = _postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found (no initdb on PATH or in "
-                    "/usr/lib/postgresql/*/bin): apt-get install -y postgresql (.ci/run does)")
-    owner = _server_owner()
-    # Not under pytest's tmp dir: that is private to root, and the cluster's owner must reach it.
-    root = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
-    data, log, pwfile = root / "data", root / "server.log", root / "pwfile"
-    pwfile.write_text(DB_PASSWORD + "\n")
-    if owner:
-        for path in (root, pwfile):
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    port = free_port("127.0.0.1")
-    try:
-        _as_owner(owner, [str(bin_dir / "initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
-                          "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
-                  "initdb")
-        _as_owner(owner, [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                          "-o", f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off", "start"],
-                  "pg_ctl start", log)
-        with psycopg.connect(host="127.0.0.1", port=port, user=DB_USER, password=DB_PASSWORD,
-                             dbname="postgres", autocommit=True) as conn:
-            conn.execute("CREATE DATABASE mlflow")
-        yield f"postgresql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{port}/mlflow"
-    finally:
-        if (data / "postmaster.pid").exists():
-            prefix = ["runuser", "-u", owner.pw_name, "--"] if owner else []
-            subprocess.run(prefix + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                           capture_output=True, timeout=120)
-        shutil.rmtree(root, ignore_errors=True)
+    """A throwaway PostgreSQL cluster with an empty `mlflow` database; yields its SQLAlchemy URI."""
+    with postgres_cluster(DB_USER, DB_PASSWORD) as uri:
+        yield uri
 
 
 @pytest.fixture(scope="module")
@@ -106,48 +49,8 @@ def tracking_server(postgres, tmp_path_factory):
     """`mlflow server` on that database, serving artifacts itself (proxied, its default) from a
     temp folder; yields (its URL, the artifacts folder)."""
     root = tmp_path_factory.mktemp("tracking_server")
-    stored, log_path = root / "artifacts", root / "server.log"
-    port = free_port("127.0.0.1")
-    mlflow_cli = Path(sys.executable).parent / "mlflow"
-    command = [str(mlflow_cli) if mlflow_cli.exists() else "mlflow", "server",
-               "--backend-store-uri", postgres, "--artifacts-destination", str(stored),
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with log_path.open("wb") as log:
-        # Its own process group: the CLI's uvicorn workers are stopped with it.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            _wait_healthy(process, f"http://127.0.0.1:{port}", log_path)
-            yield f"http://127.0.0.1:{port}", stored
-        finally:
-            _stop(process)
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer {url}/health in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:  # a worker that outlived the CLI
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
+    with mlflow_server(postgres, root / "artifacts", root / "server.log") as url:
+        yield url, root / "artifacts"
 
 
 def _mnist_workspace(prepared_workspace: Path, ws: Path) -> Path:
@@ -167,9 +70,13 @@ def _stage(ws: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 def _client_env(url: str) -> dict:
     """The environment of a team member: the server's URL with credentials in it and in
     MLFLOW_TRACKING_USERNAME/PASSWORD (an auth-less server ignores them), and Kaggle's keys."""
-    return {**os.environ, **SECRETS, "MLFLOW_TRACKING_USERNAME": CLIENT_USER,
+    return {**os.environ, **_client_variables(url)}
+
+
+def _client_variables(url: str) -> dict:
+    return {**SECRETS, "MLFLOW_TRACKING_USERNAME": CLIENT_USER,
             "MLFLOW_TRACKING_URI": url.replace("http://", f"http://{CLIENT_USER}:{URI_PASSWORD}@"),
-            "PIPELINE_GROUP": "pytest-server"}
+            "PIPELINE_GROUP": GROUP}
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +95,10 @@ def tracked(tracking_server, prepared_workspace, tmp_path_factory):
 
 
 def _the_run(url: str):
+    """The tracked stages' run (the UI test adds others beside it)."""
     client = mlflow.MlflowClient(url)
     experiment = client.get_experiment_by_name("mnist")
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.pipeline_group = '{GROUP}' and tags.seed = '12'")
     return client, run
 
 
@@ -201,7 +109,7 @@ def test_runs_go_to_postgres_and_artifacts_through_the_server(tracked, postgres)
     client, run = _the_run(url)
     metrics = json.loads((ws / artifacts.metrics_file("mnist", MODEL)).read_text())
     assert run.info.status == "FINISHED"
-    assert run.data.tags["model"] == MODEL and run.data.tags["pipeline_group"] == "pytest-server"
+    assert run.data.tags["model"] == MODEL and run.data.tags["pipeline_group"] == GROUP
     assert run.data.params["optimizer"] and run.data.params["seed"] == "12"
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1]
@@ -269,6 +177,97 @@ def test_no_credential_reaches_runs_artifacts_logs_or_outputs(tracked, tmp_path)
     assert (ws / "reports" / "index.html").exists() and (ws / artifacts.metrics_file("mnist", MODEL)).exists()
     for folder in ("reports", "metrics"):
         assert _files_holding(ws / folder, SENTINELS) == {}
+
+
+@pytest.fixture(scope="module")
+def compared(tracked, prepared_workspace, tmp_path_factory):
+    """Beside the tracked run (logreg-seed12): logreg-seed13 in the same pipeline_group, trained and
+    evaluated, and logreg-seed14 of another group, trained; the stages in this process, on the same
+    server. Returns the experiment id and {run name: test_accuracy} of the group's runs, from the
+    evaluate stage's metrics files."""
+    ws, url, _, _ = tracked
+    other_ws = _mnist_workspace(prepared_workspace, tmp_path_factory.mktemp("compared_ws"))
+    raw = yaml.safe_load((other_ws / "params.yaml").read_text())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(other_ws)
+        for name, value in _client_variables(url).items():
+            mp.setenv(name, value)
+        params = parse_params({**raw, "seeds": [13]})
+        train.main(params, "mnist", MODEL)
+        evaluate.main(params, "mnist", MODEL)
+        mp.setenv("PIPELINE_GROUP", OTHER_GROUP)
+        train.main(parse_params({**raw, "seeds": [14]}), "mnist", MODEL)
+    accuracy = {f"{MODEL}-seed{seed}": json.loads((root / artifacts.metrics_file("mnist", MODEL)).read_text())
+                ["test_accuracy"] for seed, root in ((12, ws), (13, other_ws))}
+    return mlflow.MlflowClient(url).get_experiment_by_name("mnist").experiment_id, accuracy
+
+
+def _search_api(url: str, experiment_id: str, search: str) -> dict[str, float | None]:
+    """{run name: test_accuracy} of the runs MLflow's REST search API finds (None: no such metric)."""
+    request = urllib.request.Request(
+        f"{url}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
+        data=json.dumps({"experiment_ids": [experiment_id], "filter": search, "max_results": 100}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        runs = json.loads(response.read()).get("runs", [])
+    return {run["info"]["run_name"]: {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+            .get("test_accuracy") for run in runs}
+
+
+def test_rest_search_finds_a_groups_runs_with_their_test_accuracy(tracking_server, compared):
+    url, _ = tracking_server
+    experiment_id, expected = compared
+    found = _search_api(url, experiment_id, f"tags.pipeline_group = '{GROUP}'")
+    assert found == pytest.approx(expected)
+    # The filter is what keeps the other group's run out: unfiltered, it is there.
+    assert f"{MODEL}-seed14" in _search_api(url, experiment_id, "")
+
+
+def test_the_ui_shows_a_groups_runs_with_their_test_accuracy(tracking_server, compared):
+    """The experiment in MLflow's UI (headless Chromium), filtered by the group as the README says:
+    the group's runs by name, with test_accuracy as the UI shows it, and not the other group's."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as shown
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _ = tracking_server
+    experiment_id, expected = compared
+    search = f"tags.pipeline_group = '{GROUP}'"
+    assert _search_api(url, experiment_id, search) == pytest.approx(expected)  # what the UI must show
+    # Wide enough for every column of the runs table, test_accuracy included, in the screenshot.
+    browser = headless_chromium(2400, 900)
+    try:
+        wait = WebDriverWait(browser, 90)  # the React app's first load on 2 busy cores
+        browser.get(f"{url}/#/experiments/{experiment_id}/runs?searchFilter={urllib.parse.quote(search)}")
+        for name in expected:
+            wait.until(shown.text_to_be_present_in_element((By.TAG_NAME, "body"), name))
+        page = browser.find_element(By.TAG_NAME, "body").text
+        assert "Training runs" in page  # the experiment's kind opened it on its runs, not on traces
+        assert f"{len(expected)} matching runs" in page and f"{MODEL}-seed14" not in page, page[-2000:]
+        # Metrics are hidden by default: tick test_accuracy under Metrics in the Columns menu.
+        browser.find_element(By.CSS_SELECTOR, "[data-testid='column-selection-dropdown']").click()
+        wait.until(shown.element_to_be_clickable((By.XPATH, "//span[@title='test_accuracy']"))).click()
+        browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+        cells = "[role='gridcell'][col-id='metrics.`test_accuracy`']"
+        wait.until(lambda b: len([c for c in b.find_elements(By.CSS_SELECTOR, cells) if c.text]) == len(expected))
+        names = {row.get_attribute("row-id"): row.text for row in browser.find_elements(
+            By.CSS_SELECTOR, "[role='row'][row-id]") if any(n in row.text for n in expected)}
+        shown_accuracy = {}
+        for cell in browser.find_elements(By.CSS_SELECTOR, cells):
+            row_id = cell.find_element(By.XPATH, "./ancestor::*[@row-id][1]").get_attribute("row-id")
+            (name,) = [n for n in expected if n in names.get(row_id, "")]
+            shown_accuracy[name] = cell.text
+        assert set(shown_accuracy) == set(expected)
+        for name, text in shown_accuracy.items():
+            decimals = len(text.partition(".")[2])
+            # The UI may round: equal to the stored value at the decimals it shows, and at least 3.
+            assert decimals >= 3 and float(text) == pytest.approx(expected[name], abs=0.51 * 10 ** -decimals), \
+                f"{name}: the UI shows test_accuracy {text}, the run holds {expected[name]}"
+        for close in browser.find_elements(By.CSS_SELECTOR, "[data-component-id='mlflow.assistant.chat_panel.close']"):
+            close.click()  # MLflow 3's assistant panel, which would cover the table's right half
+        save_screenshot(browser, "mlflow_ui_runs.png")
+    finally:
+        browser.quit()
 
 
 def test_unreachable_server_stops_train_in_seconds_without_a_checkpoint(prepared_workspace, tmp_path):

@@ -187,6 +187,11 @@ class RuntimeConfig:
     # NHWC model and inputs on every device: what tensor cores want, and on a CPU (oneDNN)
     # 1.13-1.39x faster training and 1.17-1.86x faster evaluation of the CNNs (bench/cpu_speedups.py).
     channels_last: bool = True
+    # Sample the machine's CPU, memory, disk and network (NVIDIA GPUs too, with nvidia-ml-py
+    # installed: pip install -e ".[gpu]") into each training run as system/* metrics, every
+    # second (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides), from the train stage's MLflow
+    # child. Off by default: its cost is in BENCHMARKS.md, "System metrics".
+    system_metrics: bool = False
     cuda: CudaConfig = field(default_factory=CudaConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 

@@ -113,11 +113,11 @@ def _restore_rng(state: dict, generator: torch.Generator, world: World) -> None:
         torch.cuda.set_rng_state(mine["cuda"])
 
 
-def reopen_run(run_log, run_id: str) -> set[int]:
+def reopen_run(run_log, run_id: str, system_metrics: bool = False) -> set[int]:
     """Continues the interrupted run's MLflow run (through `run_log`, a pipeline.tracking.run_log.RunLog);
     returns the epochs it logged."""
     try:
-        return run_log.reopen(run_id)
+        return run_log.reopen(run_id, system_metrics)
     except TrackingError as e:
         raise TrackingError(
             f"the resume file's MLflow run {run_id} cannot be continued: {e}; set MLFLOW_TRACKING_URI "

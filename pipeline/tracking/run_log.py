@@ -6,8 +6,9 @@ import 0.97 s, the first set_experiment on sqlite 0.64 s), 15% of an mlp trainin
 and opens the store on the other core while the stage imports torch, loads its data and builds
 its model; the stage then sends it JSON lines on its stdin:
 
-    {"op": "start", "model": ..., "params": {...}, "tags": {...}}   -> {"run_id": ...}
-    {"op": "reopen", "run_id": ...}                                 -> {"run_id": ..., "logged": [...]}
+    {"op": "start", "model": ..., "params": {...}, "tags": {...},
+     "system_metrics": false}                                       -> {"run_id": ...}
+    {"op": "reopen", "run_id": ..., "system_metrics": false}        -> {"run_id": ..., "logged": [...]}
     {"op": "log", "metrics": {...}, "step": N}                      (no answer: training goes on)
     {"op": "flush"}                                                 -> {} once every log is stored
     {"op": "end", "status": "FINISHED"}                             -> {}
@@ -43,15 +44,17 @@ class RunLog:
             stdout=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONPATH": python_path})
         self.used = False
 
-    def start(self, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-        """Opens the model's run in the dataset's experiment; returns its id."""
+    def start(self, model: str, params: dict[str, Any], tags: dict[str, str], system_metrics: bool = False) -> str:
+        """Opens the model's run in the dataset's experiment; returns its id. `system_metrics`:
+        this child samples the machine into the run until it ends (runtime.system_metrics)."""
         # Strings as MLflow itself would store them: JSON would turn a tuple into a list.
         params = {k: str(v) for k, v in params.items()}
-        return self._ask({"op": "start", "model": model, "params": params, "tags": tags})["run_id"]
+        return self._ask({"op": "start", "model": model, "params": params, "tags": tags,
+                          "system_metrics": system_metrics})["run_id"]
 
-    def reopen(self, run_id: str) -> set[int]:
+    def reopen(self, run_id: str, system_metrics: bool = False) -> set[int]:
         """Continues an interrupted run; returns the epochs it has logged."""
-        return set(self._ask({"op": "reopen", "run_id": run_id})["logged"])
+        return set(self._ask({"op": "reopen", "run_id": run_id, "system_metrics": system_metrics})["logged"])
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._send({"op": "log", "metrics": metrics, "step": step})
@@ -150,9 +153,10 @@ def _answer(dataset: str, request: dict, failure: str | None) -> dict:
             end_run("FAILED" if failure else request["status"])
         elif failure is None and op == "start":
             return {"run_id": start_training_run(dataset, request["model"], request["params"],
-                                                          request["tags"])}
+                                                 request["tags"], request.get("system_metrics", False))}
         elif failure is None and op == "reopen":
-            return {"run_id": request["run_id"], "logged": sorted(reopen_training_run(request["run_id"]))}
+            logged = reopen_training_run(request["run_id"], request.get("system_metrics", False))
+            return {"run_id": request["run_id"], "logged": sorted(logged)}
         elif op not in ("flush", "start", "reopen"):
             raise ValueError(f"unknown request {op!r}")
     except Exception as e:

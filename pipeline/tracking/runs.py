@@ -51,15 +51,24 @@ def open_experiment(dataset: str):
     return mlflow
 
 
-def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+# Seconds between two samples of the machine (runtime.system_metrics). MLflow logs a sample only
+# once its interval has passed, so its 10 s default would leave most CPU-profile stages (3-100 s)
+# with none or one.
+SYSTEM_METRICS_INTERVAL_S = 1.0
+SYSTEM_METRICS_INTERVAL_ENV = "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"
+
+
+def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: dict[str, str],
+                       system_metrics: bool = False) -> str:
     """Opens the model's run in the dataset's experiment, its prepared data as the run's dataset
-    input; returns its id (left active)."""
-
-
+    input; returns its id (left active). `system_metrics`: sample the machine into the run."""
     mlflow = open_experiment(dataset)
     seed = tags.get("seed")
     command = artifacts.train_command(dataset, model)
+    _system_metrics_interval(mlflow, system_metrics)
     run = mlflow.start_run(
+        # Explicit either way: params.yaml decides, not MLflow's MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.
+        log_system_metrics=system_metrics,
         run_name=f"{model}-seed{seed}" if seed else model,
         tags={"model": model, "dataset": dataset, "git_commit": git_commit(),
               "pipeline_group": run_group(),
@@ -74,10 +83,13 @@ def start_training_run(dataset: str, model: str, params: dict[str, Any], tags: d
     return run.info.run_id
 
 
+def _system_metrics_interval(mlflow, system_metrics: bool) -> None:
+    if system_metrics and not os.environ.get(SYSTEM_METRICS_INTERVAL_ENV):
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+
+
 def prepared_dataset(dataset: str, context: str, sizes: dict[str, int]) -> dict:
     """log_dataset()'s arguments for the dataset's prepared file."""
-
-
     prepared = artifacts.prepared_file(dataset)
     # One name per use: MLflow keeps a run's input of a (name, digest) once, whatever its context.
     name = f"{dataset}-prepared" if context == "training" else f"{dataset}-prepared-{context}"
@@ -93,10 +105,12 @@ def end_run(status: str = "FINISHED") -> None:
     connect().end_run(status=status)
 
 
-def reopen_training_run(run_id: str) -> set[int]:
-    """Makes an interrupted training run the active one again; returns the epochs it logged."""
+def reopen_training_run(run_id: str, system_metrics: bool = False) -> set[int]:
+    """Makes an interrupted training run the active one again; returns the epochs it logged.
+    System metrics go on from the run's last sample step (MLflow's resume_logging)."""
     mlflow = connect()
-    mlflow.start_run(run_id=run_id)
+    _system_metrics_interval(mlflow, system_metrics)
+    mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
     return {m.step for m in mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, "val_accuracy")}
 
 
