@@ -68,6 +68,7 @@ def built(tmp_path_factory, shared_mnist, shared_crack):
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "data" / "external", root / "data" / "external")  # evaluate_crack's dep
     raw = shrunk_params_dict(models=MODELS, epochs=2, train_limit=3000, crack_models=CRACK_MODELS)
     raw["train"]["mnist"]["logreg"]["seeds"] = [12, 13]  # a model with two seeds through the DAG
     raw["download"]["crack"]["source"] = str(crack)
