@@ -56,6 +56,8 @@ class OtherSource:
     # How the images were made to look like the dataset's (one sentence, shown in the report).
     made_like: str
     module: Callable[[], ModuleType]  # its load(params, side)
+    # The setting that points at the images, for a source the repository does not hold.
+    setting: str | None = None
 
     def load(self, params: Params, side: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(uint8 [N, side, side], int64 labels [N]) with the dataset's label values; None when
@@ -129,7 +131,8 @@ DATASETS = {d.name: d for d in (
                 "concrete crack image dataset for machine learning applications\", Utah State University, "
                 "doi:10.15142/T3TD19: 100 cracked and 100 uncracked 256x256 deck photos "
                 "(data/external/sdnet2018/PROVENANCE.md)", "CC BY 4.0",
-                "decoded as the crack photos are (grayscale, Lanczos to the cached side)", _sdnet)),
+                "decoded as the crack photos are (grayscale, Lanczos to the cached side)", _sdnet,
+                setting="evaluate.crack.other_source")),
 )}
 
 

@@ -220,8 +220,10 @@ def other_source_section(d) -> dict:
     section = {"name": source.name, "citation": source.citation, "licence": source.licence,
                "made_like": source.made_like, "table": None, "verdict": None}
     if not scored:
-        section["verdict"] = ("Not scored: no images from this source were given to the evaluate stage"
-                              + (" (evaluate.crack.other_source in params.yaml)." if d.dataset == "crack" else "."))
+        section["verdict"] = ("Not scored: no metrics file holds an accuracy on these images. "
+                              + (f"Point {source.setting} in params.yaml at them (PROVENANCE.md beside their "
+                                 "SHA256SUMS says where they come from), then " if source.setting else "")
+                              + "re-run the evaluate stages (`dvc repro`).")
         return section
     binary = "other_roc_auc" in scored[0].metrics
     header = ["model", "test accuracy", f"accuracy on {source.name}", "change (points)"]
