@@ -109,8 +109,8 @@ def load_other_source(params: Params, dataset: str, side: int) -> tuple[np.ndarr
     source = get_dataset(dataset).other_source
     loaded = source.load(params, side) if source is not None else None
     if loaded is None:
-        log.info("%s: no images from another source to score (for crack: evaluate.crack.other_source "
-                 "in params.yaml)", dataset)
+        setting = f" ({source.setting} in params.yaml names no folder of them)" if source and source.setting else ""
+        log.info("%s: no images from another source to score%s", dataset, setting)
     return loaded
 
 
