@@ -1,7 +1,9 @@
-"""Stage `evaluate`: score the best checkpoint on the official test set.
+"""Stage `evaluate`: score the best checkpoint on the official test set, then on real images from
+another source (the dataset record's `other_source`), neither of which selects anything.
 
     pipeline evaluate --dataset mnist --model lenet5
-    # writes metrics/mnist/lenet5.json (the mean over the seeds, with the accuracy's spread),
+    # writes metrics/mnist/lenet5.json (the mean over the seeds, with the accuracy's spread, and
+    #        other_accuracy / other_size on the other source's images),
     #        metrics/mnist/seeds/lenet5.json (each seed's run), and for the first seed
     #        metrics/mnist/per_class/lenet5.json, metrics/mnist/predictions/lenet5.csv;
     #        logs each seed's metrics and figures to that seed's MLflow run
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score
 
 from pipeline import artifacts
 from pipeline.artifacts import load_checkpoint, load_prepared, read_curves, write_csv, write_text
@@ -51,14 +53,18 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     check_classes({split: data[f"{split}_y"].numpy() for split in ("val", "test")},
                   list(get_dataset(dataset).class_names),
                   str(artifacts.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
+    other = load_other_source(params, dataset, data["test_x"].shape[-1])
     runs, cost = [], None
     for seed, checkpoint in zip(seeds, checkpoints):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
+        # Only once the test set is scored: the other source comes after it and selects nothing.
+        beyond = (score_other_source(learner, other, scored["metrics"].get("threshold"),
+                                     params.runtime.eval_batch_size) if other is not None else {})
         # Every seed builds the same network: its cost is measured once.
         cost = cost or cost_metrics(learner, data["test_x"])
-        metrics = {**scored["metrics"], "params": learner.num_params,
+        metrics = {**scored["metrics"], **beyond, "params": learner.num_params,
                    "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
                    "train_seconds": round(checkpoint["train_seconds"], 2),
                    "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
@@ -69,6 +75,9 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         runs.append({"seed": seed, "mlflow_run_id": checkpoint["mlflow_run_id"], **metrics})
         log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
                  metrics["test_accuracy"], metrics["test_loss"])
+        if beyond:
+            log.info("%s/%s seed %d: accuracy %.4f on %d images from another source (%s)", dataset, model_name,
+                     seed, beyond["other_accuracy"], beyond["other_size"], get_dataset(dataset).other_source.name)
     summary = summarize_seeds(runs)
     write_text(artifacts.seed_metrics_file(dataset, model_name), json.dumps(runs, indent=2) + "\n")
     write_text(artifacts.metrics_file(dataset, model_name), json.dumps(summary, indent=2) + "\n")
@@ -89,8 +98,37 @@ def summarize_seeds(runs: list[dict]) -> dict:
         # Counts (params, epochs) stay integers where every seed agrees.
         summary[key] = values[0] if all(v == values[0] for v in values) else mean
     summary["test_accuracy_std"] = mean_and_spread([run["test_accuracy"] for run in runs])[1]
+    if "other_accuracy" in runs[0]:
+        summary["other_accuracy_std"] = mean_and_spread([run["other_accuracy"] for run in runs])[1]
     summary["seeds"] = len(runs)
     return summary
+
+
+def load_other_source(params: Params, dataset: str, side: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The other source's images at the stored side, or None (logged) when there are none to score."""
+    source = get_dataset(dataset).other_source
+    loaded = source.load(params, side) if source is not None else None
+    if loaded is None:
+        setting = f" ({source.setting} in params.yaml names no folder of them)" if source and source.setting else ""
+        log.info("%s: no images from another source to score%s", dataset, setting)
+    return loaded
+
+
+def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], threshold: float | None,
+                       batch_size: int) -> dict:
+    """Accuracy on the other source's images. A binary model keeps the threshold it chose on
+    validation (the other source chooses nothing); its ROC-AUC there tells how much of a drop is
+    that threshold's and how much the scores' own."""
+    images, labels = other
+    logits = learner.logits(torch.from_numpy(images), batch_size)
+    extra = {}
+    if threshold is not None:
+        probabilities = torch.sigmoid(logits[:, 0]).numpy()
+        predicted = (probabilities >= threshold).astype(int)
+        extra["other_roc_auc"] = float(roc_auc_score(labels, probabilities))
+    else:
+        predicted = logits.argmax(1).numpy()
+    return {"other_accuracy": float((predicted == labels).mean()), "other_size": int(len(labels)), **extra}
 
 
 def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:

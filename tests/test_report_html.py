@@ -164,6 +164,22 @@ def test_every_model_has_its_row_and_each_reported_figure_its_test(reported):
             f"{100 * (accuracy - 0.9051):+.2f} |") in md
 
 
+def test_the_other_source_section_ranks_the_models_there_and_names_the_most_robust(reported):
+    ws, _, _ = reported
+    metrics = {m: json.loads((ws / artifacts.metrics_file("mnist", m)).read_text()) for m in MNIST_MODELS}
+    ranked = sorted(MNIST_MODELS, key=lambda m: -metrics[m]["other_accuracy"])
+    rows = _tables(ws)["other-source-mnist"]
+    assert [row[0] for row in rows] == ranked
+    best = metrics[ranked[0]]
+    assert rows[0][2:5] == [f"{100 * best['test_accuracy']:.2f}%", f"{100 * best['other_accuracy']:.2f}%",
+                            f"{100 * (best['other_accuracy'] - best['test_accuracy']):+.2f}"]
+    md = (ws / "reports" / "comparison.md").read_text()
+    assert "### On images from another source: UCI optical digits" in md and "Alpaydin" in md
+    assert (f"Most robust there: {ranked[0]}, {100 * best['other_accuracy']:.2f}% of the 1,797 images, "
+            f"against {100 * best['test_accuracy']:.2f}% on the test set.") in md
+    assert "On images from another source: SDNET2018 bridge decks" in _html(ws)
+
+
 def test_only_the_datasets_params_lists_are_reported(reported, tmp_path, monkeypatch):
     ws, _, _ = reported
     params = _params()

@@ -13,6 +13,7 @@ from pipeline.data.datasets import DATASETS
 
 MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
 CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
+CRACK_OTHER_SOURCE_ENV = "PIPELINE_CRACK_OTHER_SOURCE"
 MAX_LR = 10.0
 
 
@@ -40,6 +41,21 @@ class CrackDownloadConfig:
 class DownloadConfig:
     mnist: MnistDownloadConfig
     crack: CrackDownloadConfig
+
+
+@dataclass(frozen=True)
+class CrackEvaluateConfig:
+    # A folder holding the SDNET2018 photos listed in data/external/sdnet2018/SHA256SUMS (CD/ and
+    # UD/, e.g. ../shared/data/sdnet2018): the evaluate stage scores every crack model on them
+    # after the test set. null: crack models are not scored on another source (the log and the
+    # report say so). The environment variable PIPELINE_CRACK_OTHER_SOURCE wins. MNIST's other
+    # source (UCI's digits) ships with scikit-learn and needs no setting.
+    other_source: str | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    crack: CrackEvaluateConfig = field(default_factory=CrackEvaluateConfig)
 
 
 @dataclass(frozen=True)
@@ -216,6 +232,7 @@ class Params:
     # Every model trains once per seed (weights, shuffling, subsets); the report shows the mean
     # and spread across them. The first seed's run gives the figures, predictions and McNemar.
     seeds: tuple[int, ...] = (12,)  # lab-C's seed
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
@@ -241,6 +258,9 @@ class Params:
 
     def crack_source(self) -> str | None:
         return os.environ.get(CRACK_SOURCE_ENV) or self.download.crack.source
+
+    def crack_other_source(self) -> str | None:
+        return os.environ.get(CRACK_OTHER_SOURCE_ENV) or self.evaluate.crack.other_source
 
     def models(self, dataset: str) -> list[str]:
         return list(self.train.get(dataset, {}))

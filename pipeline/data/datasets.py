@@ -32,6 +32,39 @@ def _crack() -> ModuleType:
     return crack
 
 
+def _uci_digits() -> ModuleType:
+    from pipeline.data import uci_digits
+
+    return uci_digits
+
+
+def _sdnet() -> ModuleType:
+    from pipeline.data import sdnet
+
+    return sdnet
+
+
+@dataclass(frozen=True)
+class OtherSource:
+    """Real images of the dataset's classes from a source its training never sees (other writers,
+    other walls, other cameras): scored after the test set, selecting nothing, to show which
+    model's accuracy survives a shift of the kind a user's own images bring."""
+
+    name: str
+    citation: str
+    licence: str
+    # How the images were made to look like the dataset's (one sentence, shown in the report).
+    made_like: str
+    module: Callable[[], ModuleType]  # its load(params, side)
+    # The setting that points at the images, for a source the repository does not hold.
+    setting: str | None = None
+
+    def load(self, params: Params, side: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(uint8 [N, side, side], int64 labels [N]) with the dataset's label values; None when
+        params point at no copy of the images (the stage says so and scores nothing)."""
+        return self.module().load(params, side)
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -47,6 +80,7 @@ class Dataset:
     # (digits: rotation, shift, scale); otherwise the course's crop, flip, jitter and rotation.
     affine_augment: bool
     module: Callable[[], ModuleType]  # its download, prepare and image_side
+    other_source: OtherSource | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,11 +114,25 @@ class Dataset:
 DATASETS = {d.name: d for d in (
     # lab-C and the course normalise with the training set's mean and std.
     Dataset("mnist", tuple(str(digit) for digit in range(10)), binary=False, in_channels=1,
-            normalisation=(0.1307, 0.3081), pads=True, affine_augment=True, module=_mnist),
+            normalisation=(0.1307, 0.3081), pads=True, affine_augment=True, module=_mnist,
+            other_source=OtherSource(
+                "UCI optical digits", "E. Alpaydin, C. Kaynak (1998), \"Optical Recognition of Handwritten "
+                "Digits\", UCI Machine Learning Repository (dataset 80): its test set "
+                "(1,797 digits of 13 writers), as scikit-learn ships it (sklearn.datasets.load_digits)", "CC BY 4.0",
+                "8x8 counts of ink (17 grey levels) brought into MNIST's format as MNIST itself was made: "
+                "scaled into a 20x20 box keeping the aspect ratio, anti-aliased, centred by centre of mass "
+                "in 28x28", _uci_digits)),
     # Grayscale, as lab-C; (mean, std) measured on 1,000 random images of ../shared/data/crack
     # at 64x64 (0.6748, 0.1228).
     Dataset("crack", ("no crack", "crack"), binary=True, in_channels=1, normalisation=(0.675, 0.123),
-            pads=False, affine_augment=False, module=_crack),
+            pads=False, affine_augment=False, module=_crack,
+            other_source=OtherSource(
+                "SDNET2018 bridge decks", "M. Maguire, S. Dorafshan, R. J. Thomas (2018), \"SDNET2018: A "
+                "concrete crack image dataset for machine learning applications\", Utah State University, "
+                "doi:10.15142/T3TD19: 100 cracked and 100 uncracked 256x256 deck photos "
+                "(data/external/sdnet2018/PROVENANCE.md)", "CC BY 4.0",
+                "decoded as the crack photos are (grayscale, Lanczos to the cached side)", _sdnet,
+                setting="evaluate.crack.other_source")),
 )}
 
 

@@ -51,6 +51,7 @@ def _dataset(d: DatasetReport) -> dict:
         "comparison": tables.comparison_table(d), "cost_figure": d.cost_figure,
         "sources": tables.source_table(d) if d.source_tests else None, "sources_note": SOURCES_NOTE,
         "mcnemar": tables.mcnemar_table(d) if d.tests else None,
+        "other": tables.other_source_section(d),
         "comparisons": [{"title": s.comparison.title, "source": s.comparison.source,
                          "table": tables.members_table(s.results), "lines": tables.against_baseline(s.results),
                          "figures": s.figures} for s in d.comparisons],

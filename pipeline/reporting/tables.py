@@ -202,3 +202,46 @@ def per_class_table(r: ModelResult) -> Table:
     rows = [[c, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1-score']:.4f}", f"{v['support']:,.0f}"]
             for c, v in per_class_rows(r)]
     return Table(["class", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4})
+
+
+def _drop(r: ModelResult) -> float:
+    """Points of accuracy a model loses from the test set to the other source (negative: a loss)."""
+    return 100 * (r.metrics["other_accuracy"] - r.metrics["test_accuracy"])
+
+
+def other_source_section(d) -> dict:
+    """What the report says of the dataset's other source: where its images come from, each model's
+    accuracy there against its test accuracy, and the most robust model; or why nothing was scored."""
+    source = get_dataset(d.dataset).other_source
+    if source is None:
+        return {"name": None}
+    scored = sorted((r for r in d.results if r.metrics.get("other_accuracy") is not None),
+                    key=lambda r: -r.metrics["other_accuracy"])
+    section = {"name": source.name, "citation": source.citation, "licence": source.licence,
+               "made_like": source.made_like, "table": None, "verdict": None}
+    if not scored:
+        section["verdict"] = ("Not scored: no metrics file holds an accuracy on these images. "
+                              + (f"Point {source.setting} in params.yaml at them (PROVENANCE.md beside their "
+                                 "SHA256SUMS says where they come from), then " if source.setting else "")
+                              + "re-run the evaluate stages (`dvc repro`).")
+        return section
+    binary = "other_roc_auc" in scored[0].metrics
+    header = ["model", "test accuracy", f"accuracy on {source.name}", "change (points)"]
+    header += ["ROC-AUC there"] if binary else []
+    rows = []
+    for r in scored:
+        m = r.metrics
+        spread = m.get("other_accuracy_std") if m.get("seeds", 1) > 1 else None
+        there = f"{100 * m['other_accuracy']:.2f}%" + (f" ± {100 * spread:.2f}" if spread else "")
+        row = [r.name, f"{100 * m['test_accuracy']:.2f}%", there, f"{_drop(r):+.2f}"]
+        rows.append(row + ([_optional("other_roc_auc", lambda v: f"{v:.4f}")(r)] if binary else []))
+    best, steadiest = scored[0], max(scored, key=_drop)
+    verdict = (f"Most robust there: {best.name}, {100 * best.metrics['other_accuracy']:.2f}% of the "
+               f"{best.metrics['other_size']:,} images, against {100 * best.metrics['test_accuracy']:.2f}% "
+               "on the test set.")
+    if steadiest is not best:
+        verdict += f" Smallest drop from its test accuracy: {steadiest.name} ({_drop(steadiest):+.2f} points)."
+    section["table"] = Table(header, rows, set(range(1, len(header))), [r.name for r in scored], best.name,
+                             f"other-source-{d.dataset}")
+    section["verdict"] = verdict
+    return section
