@@ -60,7 +60,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
         # Only once the test set is scored: the other source comes after it and selects nothing.
-        beyond = (score_other_source(learner, other, scored["metrics"].get("threshold"),
+        beyond = (score_other_source(learner, other, dataset, scored["metrics"].get("threshold"),
                                      params.runtime.eval_batch_size) if other is not None else {})
         # Every seed builds the same network: its cost is measured once.
         cost = cost or cost_metrics(learner, data["test_x"])
@@ -114,7 +114,7 @@ def load_other_source(params: Params, dataset: str, side: int) -> tuple[np.ndarr
     return loaded
 
 
-def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], threshold: float | None,
+def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], dataset: str, threshold: float | None,
                        batch_size: int) -> dict:
     """Accuracy on the other source's images. A binary model keeps the threshold it chose on
     validation (the other source chooses nothing); its ROC-AUC there tells how much of a drop is
@@ -122,7 +122,7 @@ def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], threshold:
     images, labels = other
     logits = learner.logits(torch.from_numpy(images), batch_size)
     extra = {}
-    if threshold is not None:
+    if get_dataset(dataset).binary:
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
         predicted = (probabilities >= threshold).astype(int)
         extra["other_roc_auc"] = float(roc_auc_score(labels, probabilities))
