@@ -6,18 +6,15 @@ import contextlib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.tracking.server import free_port
+from pipeline.tracking.server import free_port, stop_process_group, wait_until_answering
 
 
 def _postgres_bin() -> Path | None:
@@ -99,35 +96,9 @@ def mlflow_server(backend_store_uri: str, artifacts_destination: Path, log_path:
         # Its own process group: the CLI's uvicorn workers are stopped with it.
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _wait_healthy(process, f"http://127.0.0.1:{port}", log_path)
+            problem = wait_until_answering(process, f"http://127.0.0.1:{port}/health", 180)
+            if problem:
+                pytest.fail(f"mlflow server {problem}:\n{log_path.read_text()[-3000:]}")
             yield f"http://127.0.0.1:{port}"
         finally:
-            _stop(process)
-
-
-def _wait_healthy(process: subprocess.Popen, url: str, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:  # not listening yet
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer {url}/health in {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=5)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:  # a worker that outlived the CLI
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
+            stop_process_group(process, grace_s=5)

@@ -53,44 +53,55 @@ class ModelServer:
         return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
     def _wait_until_ready(self) -> None:
-        import time
-        import urllib.request
-
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise TrackingError(f"`mlflow models serve -m {self.model_uri}` exited with code "
-                                    f"{self.process.returncode} before answering:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:  # not listening yet
-                pass
-            time.sleep(0.25)
-        raise TrackingError(f"`mlflow models serve -m {self.model_uri}` did not answer {self.url}/ping "
-                            f"within {self.startup_timeout_s:.0f} s:\n{self.log_tail()}")
+        problem = wait_until_answering(self.process, f"{self.url}/ping", self.startup_timeout_s)
+        if problem:
+            raise TrackingError(f"`mlflow models serve -m {self.model_uri}` {problem}:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        import signal
-        import subprocess
-
         if self.process is None:
             return
-        # Signals go to the group this server was started in, and nowhere else.
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        try:  # a worker that outlived the CLI or ignored SIGTERM
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.process.wait()
+        stop_process_group(self.process, grace_s=15)
         self.process = None
         self.log.close()
         Path(self.log.name).unlink(missing_ok=True)
+
+
+def wait_until_answering(process, url: str, timeout_s: float) -> str | None:
+    """None once `url` answers 200; else what went wrong (the process exited, or the time ran out)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return f"exited with code {process.returncode} before answering"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return None
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.25)
+    return f"did not answer {url} within {timeout_s:.0f} s"
+
+
+def stop_process_group(process, grace_s: float) -> None:
+    """SIGTERM to the process group `process` leads (started with start_new_session), SIGKILL to
+    what is left after `grace_s`: uvicorn's workers are the CLI's children and go with it."""
+    import signal
+    import subprocess
+
+    # Signals go to the group this server was started in, and nowhere else.
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:  # a worker that outlived the CLI or ignored SIGTERM
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def free_port(host: str) -> int:
