@@ -84,8 +84,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                   "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
     run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"], "seed": str(seed)},
                        progress, params.runtime.system_metrics) if run_log else None
-    log.info("%s/%s seed %d: %d params on %s, MLflow run %s", dataset, model_name, seed,
-             run_params["params"], device, run_id)
+    log.info("%s/%s seed %d: %d params on %s (%d threads), MLflow run %s", dataset, model_name, seed,
+             run_params["params"], device, torch.get_num_threads(), run_id)
     history, best = progress["history"], progress["best"]
     start = time.perf_counter() - progress["seconds"]
     try:

@@ -82,7 +82,7 @@ class TorchLearner:
                              if cfg.augment else self.preset)
         self.num_params = count_params(self.model)
         self.phase: tuple[str, float] | None = None
-        self.optimizer = build_optimizer(self.model.parameters(), cfg, cfg.lr)
+        self._optimizer: torch.optim.Optimizer | None = None  # built on first use: see `optimizer`
         self.scheduler = None  # built on the first epoch, when the number of batches is known
         self.steps_per_epoch: int | None = None
         self.scaler = self.accel.grad_scaler()
@@ -91,6 +91,18 @@ class TorchLearner:
         self.train_model: nn.Module | None = None  # self.model, or DDP around it; made on first use
         self.prepared_budget = PREPARED_SET_BYTES  # 0: normalise every batch
         self._prepared: tuple[torch.Tensor, torch.Tensor] | None = None  # (uint8 set, its inputs)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        # Only training steps: building torch's Adam imports torch._dynamo, 1.4 s of every
+        # evaluate stage and of the report, which only predict.
+        if self._optimizer is None:
+            self._optimizer = build_optimizer(self.model.parameters(), self.cfg, self.cfg.lr)
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self._optimizer = optimizer
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""

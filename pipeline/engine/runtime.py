@@ -39,7 +39,7 @@ def setup(cfg: RuntimeConfig, seed: int, world: World = World()) -> torch.device
     # shards); initial weights still match, as DDP copies rank 0's, whose stream is `seed`.
     torch.manual_seed(seed + world.rank)
     # 0 threads = the machine's cores, shared out among the processes of a multi-process run.
-    torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // world.local_size))
+    torch.set_num_threads(cfg.threads or max(1, usable_cores() // world.local_size))
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         # Same params, same machine -> identical metrics. CPU kernels are deterministic already;
@@ -51,6 +51,21 @@ def setup(cfg: RuntimeConfig, seed: int, world: World = World()) -> torch.device
             device = torch.device("cuda", world.local_rank)
             torch.cuda.set_device(device)
     return device
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota.
+
+    os.cpu_count() counts the host's: a container limited to 2 CPUs on a 64-core host would start
+    64 threads that take turns on 2 (torch's own default counts the same way)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            cores = min(cores, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity holds
+    return cores
 
 
 def deterministic_algorithms() -> None:
