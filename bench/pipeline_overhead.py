@@ -128,7 +128,7 @@ def main() -> None:
     p = sub.add_parser("mlflow", help="`pipeline train` with MLflow on and off")
     add_mnist_argument(p)
     p.add_argument("--models", nargs="+", default=["mlp", "keras_cnn2"])
-    p.add_argument("--recipes", nargs="*", default=["keras_cnn2_3ep"], choices=list(RECIPES),
+    p.add_argument("--recipes", nargs="*", default=["cnn2_3ep"], choices=list(RECIPES),
                    help="bench/time_to_accuracy.py recipes replacing their model's settings")
     p.add_argument("--repeats", type=int, default=3)
     p = sub.add_parser("startup", help="a stage's start-up and exit, as torch and Python do them and as we do")

@@ -1,7 +1,7 @@
 """Wall time from `pipeline train` start to 99.0% MNIST test accuracy, against the bare compute.
 
     python bench/time_to_accuracy.py                         # every recipe of RECIPES, 3 repeats
-    python bench/time_to_accuracy.py --recipes cnn2_2ep --repeats 5
+    python bench/time_to_accuracy.py --recipes cnn2_3ep --repeats 5
 
 A temporary workspace gets the repo's params.yaml with the offline MNIST mirror (../shared/data/
 mnist by default), then `pipeline download` and `pipeline prepare` (not timed). Each recipe is
@@ -44,13 +44,13 @@ from pipeline.engine.learners import build_learner, build_optimizer, build_sched
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.99
-# name: (model, train settings replacing params.yaml's). Picked by trying a handful of batch
-# sizes, peak lrs and epoch counts of the cheapest CNNs against this very test accuracy (the
-# figure is a time to a target, not an unbiased accuracy estimate); BENCHMARKS.md lists them.
+# name: (model, train settings replacing params.yaml's). Chosen on the validation split by a rule
+# fixed beforehand (BENCHMARKS.md, "Time to 99.0%"): the cheapest candidate of bench/recipes.py
+# whose mean validation accuracy over seeds 12 and 13 is at least 99.1%. The test accuracy this
+# script prints then chose nothing.
 ONECYCLE = {"optimizer": "adam", "schedule": "onecycle", "patience": 0}
 RECIPES = {
-    "keras_cnn2_3ep": ("keras_cnn2", {**ONECYCLE, "batch_size": 128, "lr": 0.003, "epochs": 3}),
-    "keras_cnn2_4ep": ("keras_cnn2", {**ONECYCLE, "batch_size": 256, "lr": 0.004, "epochs": 4}),
+    "cnn2_3ep": ("cnn2", {**ONECYCLE, "augment": False, "batch_size": 256, "lr": 0.005, "epochs": 3}),
 }
 
 
