@@ -34,7 +34,7 @@ def sdnet_photos() -> Path:
     if not all((folder / cls).is_dir() for cls in sdnet.LABELS):
         # Not committed (fetched data lives in shared/ only): skipped, saying where they belong.
         pytest.skip(f"SDNET2018's photos are expected in {folder}/CD and /UD "
-                    f"(data/external/sdnet2018/PROVENANCE.md), or at ${CRACK_OTHER_SOURCE_ENV}")
+                    f"(pipeline/data/sdnet2018/PROVENANCE.md), or at ${CRACK_OTHER_SOURCE_ENV}")
     return folder
 
 

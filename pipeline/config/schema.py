@@ -45,7 +45,7 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class CrackEvaluateConfig:
-    # A folder holding the SDNET2018 photos listed in data/external/sdnet2018/SHA256SUMS (CD/ and
+    # A folder holding the SDNET2018 photos listed in pipeline/data/sdnet2018/SHA256SUMS (CD/ and
     # UD/, e.g. ../shared/data/sdnet2018): the evaluate stage scores every crack model on them
     # after the test set. null: crack models are not scored on another source (the log and the
     # report say so). The environment variable PIPELINE_CRACK_OTHER_SOURCE wins. MNIST's other

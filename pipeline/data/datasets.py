@@ -130,7 +130,7 @@ DATASETS = {d.name: d for d in (
                 "SDNET2018 bridge decks", "M. Maguire, S. Dorafshan, R. J. Thomas (2018), \"SDNET2018: A "
                 "concrete crack image dataset for machine learning applications\", Utah State University, "
                 "doi:10.15142/T3TD19: 100 cracked and 100 uncracked 256x256 deck photos "
-                "(data/external/sdnet2018/PROVENANCE.md)", "CC BY 4.0",
+                "(pipeline/data/sdnet2018/PROVENANCE.md)", "CC BY 4.0",
                 "decoded as the crack photos are (grayscale, Lanczos to the cached side)", _sdnet,
                 setting="evaluate.crack.other_source")),
 )}

@@ -4,7 +4,7 @@ CC BY 4.0): another concrete, another camera, another scale, finer cracks.
 
 The images live outside the repository (a folder such as ../shared/data/sdnet2018, named by
 `evaluate.crack.other_source` or PIPELINE_CRACK_OTHER_SOURCE); what they must be is committed:
-data/external/sdnet2018/SHA256SUMS lists each file's path and sha256 (PROVENANCE.md beside it
+pipeline/data/sdnet2018/SHA256SUMS lists each file's path and sha256 (PROVENANCE.md beside it
 says where they come from and how they were chosen). Every file is checked before any is
 decoded, so a score always means these 200 photos.
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # Committed with the code and read beside it, as the report's templates are: the same manifest
 # whatever folder a stage or a test runs in.
-MANIFEST = Path(__file__).resolve().parents[2] / "data" / "external" / "sdnet2018" / "SHA256SUMS"
+MANIFEST = Path(__file__).resolve().parent / "sdnet2018" / "SHA256SUMS"
 # SDNET2018's folders for decks: CD cracked, UD uncracked; as crack's labels (1: crack).
 LABELS = {"UD": 0, "CD": 1}
 
