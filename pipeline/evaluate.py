@@ -63,7 +63,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         beyond = (score_other_source(learner, other, dataset, scored["metrics"].get("threshold"),
                                      params.runtime.eval_batch_size) if other is not None else {})
         # Every seed builds the same network: its cost is measured once.
-        cost = cost or cost_metrics(learner, data["test_x"])
+        cost = cost or cost_metrics(learner, data["test_x"], checkpoint.get("flops_per_image"))
         metrics = {**scored["metrics"], **beyond, "params": learner.num_params,
                    "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
                    "train_seconds": round(checkpoint["train_seconds"], 2),

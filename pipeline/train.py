@@ -23,6 +23,7 @@ from pipeline.artifacts import atomic_path, load_prepared
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
 from pipeline.engine import distributed, resume, runtime
+from pipeline.engine.cost import learner_flops
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner
 from pipeline.models import get_model_spec
@@ -118,7 +119,7 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             "model": model_name, "dataset": dataset, "state_dict": best["state"],
             "best_epoch": best["epoch"], "epochs_run": len(history), "train_seconds": train_seconds,
             "best_val_accuracy": best["val_accuracy"], "mlflow_run_id": run_id,
-            "data_version": data["data_version"], "seed": seed,
+            "data_version": data["data_version"], "seed": seed, "flops_per_image": learner_flops(learner),
         }
         if world.is_main:
             _write_outputs(run_log, dataset, model_name, seed, checkpoint, history)

@@ -51,9 +51,9 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
 
 
 def test_same_params_give_identical_metrics_on_cpu(workspace, mlflow_uri):
-    _, first = _run("lenet5", epochs=2)
+    _, first = _run("lenet5", epochs=1)
     curves_first = read_curves("mnist", "lenet5", 12)
-    _, second = _run("lenet5", epochs=2)
+    _, second = _run("lenet5", epochs=1)
     drop = ("train_seconds", "train_seconds_per_epoch", "latency_ms_batch1", "latency_ms_batch256")
     assert {k: v for k, v in first.items() if k not in drop} == {k: v for k, v in second.items() if k not in drop}
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731

@@ -1,7 +1,10 @@
 """What a model costs to run: FLOPs per image and inference latency, measured on this machine.
 
 FLOPs are counted by torch's own FlopCounterMode on a real forward pass (a multiply-add counts
-as 2), so they follow the model that was built, not a formula. Latency is wall time per image of
+as 2), so they follow the model that was built, not a formula. They are counted by the train
+stage and kept in the checkpoint: the counter imports torch._dynamo (1.6 s), which training has
+imported anyway (torch's Adam needs it) and evaluation otherwise never would (BENCHMARKS.md,
+"Stage overheads"). Latency is wall time per image of
 `learner.logits` (the same batched path evaluation uses) at batch 1 and at batch 256, the median
 of a few repeats after a warm-up run.
 """
@@ -44,13 +47,18 @@ def latency_ms(learner, images: torch.Tensor, batch_size: int, repeats: int) -> 
     return 1000 * statistics.median(times) / len(batch)
 
 
-def cost_metrics(learner, images: torch.Tensor) -> dict:
-    """flops_per_image and latency_ms_batch{1,256} for the report."""
+def learner_flops(learner) -> int:
+    """Forward FLOPs per image of the learner's network, at the input it was built for."""
     model = learner.evaluated
     if isinstance(model, torch.nn.Module):
-        out = {"flops_per_image": flops_per_image(model, learner.input_shape)}
-    else:  # the NumPy CNN counts its own
-        out = {"flops_per_image": model.flops_per_image()}
+        return flops_per_image(model, learner.input_shape)
+    return model.flops_per_image()  # the NumPy CNN counts its own
+
+
+def cost_metrics(learner, images: torch.Tensor, flops: int | None = None) -> dict:
+    """flops_per_image (`flops`: the train stage's count; None counts them here) and
+    latency_ms_batch{1,256} for the report."""
+    out = {"flops_per_image": flops if flops is not None else learner_flops(learner)}
     for batch in LATENCY_BATCHES:
         # Enough repeats for a stable median, bounded for the slow deep models on a CPU.
         out[f"latency_ms_batch{batch}"] = round(latency_ms(learner, images, batch, 20 if batch == 1 else 3), 4)
