@@ -221,9 +221,18 @@ def read_back(what: str, rebuild: str, load: Callable[[], T]) -> T:
                             f"Rebuild it with `{rebuild}`") from None
 
 
-def read_json(path: Path, rebuild: str):
-    """A JSON file a stage wrote (metrics, registry records)."""
-    return read_back(str(path), rebuild, lambda: json.loads(Path(path).read_text()))
+def read_json(path: Path, rebuild: str, required: tuple[str, ...] = ()):
+    """A JSON file a stage wrote (metrics, registry records); `required`: keys its record (each
+    record of a list) must hold, so that a file an older stage wrote fails saying to rebuild it."""
+    def load():
+        data = json.loads(Path(path).read_text())
+        for record in data if isinstance(data, list) else [data]:
+            missing = [key for key in required if key not in record]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}: written by an older version of the pipeline")
+        return data
+
+    return read_back(str(path), rebuild, load)
 
 
 def load_torch(path: Path, rebuild: str) -> dict:

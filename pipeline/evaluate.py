@@ -1,5 +1,7 @@
 """Stage `evaluate`: score the best checkpoint on the official test set, then on real images from
-another source (the dataset record's `other_source`), neither of which selects anything.
+another source (the dataset record's `other_source`), neither of which selects anything; beside
+them, each seed's validation figures (`val_accuracy`, `val_loss` of its best epoch), on which the
+register stage chooses.
 
     pipeline evaluate --dataset mnist --model lenet5
     # writes metrics/mnist/lenet5.json (the mean over the seeds, with the accuracy's spread, and
@@ -44,6 +46,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     seeds = params.seeds_for(dataset, model_name)
     device = runtime.setup(params.runtime, seeds[0])
     checkpoints = [load_checkpoint(dataset, model_name, seed) for seed in seeds]  # all, before any work
+    validations = [validation_metrics(dataset, model_name, seed, c) for seed, c in zip(seeds, checkpoints)]
     # The weights come from the checkpoint: no need for (or download of) ImageNet's.
     cfg = dataclasses.replace(cfg, pretrained=False)
     check_store()
@@ -55,7 +58,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                   str(artifacts.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
     other = load_other_source(params, dataset, data["test_x"].shape[-1])
     runs, cost = [], None
-    for seed, checkpoint in zip(seeds, checkpoints):
+    for seed, checkpoint, validation in zip(seeds, checkpoints, validations):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
@@ -64,7 +67,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                                      params.runtime.eval_batch_size) if other is not None else {})
         # Every seed builds the same network: its cost is measured once.
         cost = cost or cost_metrics(learner, data["test_x"], checkpoint.get("flops_per_image"))
-        metrics = {**scored["metrics"], **beyond, "params": learner.num_params,
+        metrics = {**scored["metrics"], **beyond, **validation, "params": learner.num_params,
                    "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
                    "train_seconds": round(checkpoint["train_seconds"], 2),
                    "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
@@ -102,6 +105,16 @@ def summarize_seeds(runs: list[dict]) -> dict:
         summary["other_accuracy_std"] = mean_and_spread([run["other_accuracy"] for run in runs])[1]
     summary["seeds"] = len(runs)
     return summary
+
+
+def validation_metrics(dataset: str, model_name: str, seed: int, checkpoint: dict) -> dict:
+    """The seed's best epoch on the validation split, as training measured it: what register ranks by."""
+    best = [row for row in read_curves(dataset, model_name, seed) if row["epoch"] == checkpoint["best_epoch"]]
+    if not best:  # curves and checkpoint of different trainings: the loss would be another model's
+        raise artifacts.ArtifactError(
+            f"{artifacts.curves_file(dataset, model_name, seed)} has no row for the checkpoint's best epoch "
+            f"{checkpoint['best_epoch']}: re-run `{artifacts.train_command(dataset, model_name)}`")
+    return {"val_accuracy": float(checkpoint["best_val_accuracy"]), "val_loss": best[0]["val_loss"]}
 
 
 def load_other_source(params: Params, dataset: str, side: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -188,11 +201,13 @@ def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, dat
             artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
                                                 model_name, Path(tmp) / "roc_pr.png"))
         sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
-        log_evaluation(run_id, {k: float(v) for k, v in metrics.items()}, artifacts,
-                                learner.served_model(),
-                                serving.servable(learner, dataset, data["test_x"], scored["class_names"],
-                                                 get_dataset(dataset).binary, metrics.get("threshold")),
-                                prepared_dataset(dataset, "evaluation", sizes))
+        # The run already holds val_accuracy and val_loss per epoch (steps 1..n): a step-0 value would
+        # read as one more epoch, to the UI and to resuming (reopen_training_run).
+        logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
+        log_evaluation(run_id, logged, artifacts, learner.served_model(),
+                       serving.servable(learner, dataset, data["test_x"], scored["class_names"],
+                                        get_dataset(dataset).binary, metrics.get("threshold")),
+                       prepared_dataset(dataset, "evaluation", sizes))
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:

@@ -6,7 +6,8 @@
 The model: by default the dataset's champion in the MLflow Model Registry
 (`models:/<dataset>-classifier@champion`, set by `pipeline register`), i.e. what
 `mlflow models serve` serves, so both answer alike; with --model, that model's run of this
-workspace that `pipeline register` would pick (its best seed, metrics/<dataset>/seeds/<model>.json).
+workspace that `pipeline register` would pick (its seed with the best validation accuracy,
+metrics/<dataset>/seeds/<model>.json).
 Either way the run's logged model does everything, through the same image path as
 `mlflow models serve` (pipeline.tracking.serving).
 
@@ -156,7 +157,7 @@ def resolve_model(dataset: str, model: str | None) -> tuple[str, str]:
     """(model URI, MLflow run id): the registry's champion, or `model`'s run of this workspace."""
     if model is None:
         return champion_uri(dataset), resolve_registered(registered_name(dataset), ALIAS)
-    run_id, _ = model_run(dataset, model)
+    run_id = model_run(dataset, model).run_id
     return f"runs:/{run_id}/model", run_id
 
 

@@ -4,6 +4,7 @@ JSON) and with tensors; a real sqlite MLflow store in a temp dir."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import urllib.error
@@ -16,9 +17,11 @@ import pytest
 import torch
 
 from pipeline import artifacts, register
+from pipeline.artifacts import ArtifactError
 from pipeline.config import Params
 from pipeline.engine.learners import build_learner
 from pipeline.tracking import serving
+from pipeline.tracking.registry import ModelRun, model_run
 from pipeline.tracking.store import TrackingError, tracking_uri
 from tests.conftest import SHARED_CRACK, served_champion, shrunk_params
 
@@ -65,16 +68,17 @@ def _test_images(count: int) -> tuple[torch.Tensor, np.ndarray]:
     return data["test_x"][:count], data["test_y"][:count].numpy()
 
 
-def test_register_picks_the_most_accurate_model_and_its_logged_model(registered):
+def test_register_picks_the_best_model_on_validation_and_its_logged_model(registered):
     root, params = registered
-    accuracy = {m: json.loads(artifacts.metrics_file("mnist", m).read_text())["test_accuracy"]
-                for m in ("logreg", "mlp")}
-    assert accuracy["mlp"] > accuracy["logreg"]
+    metrics = {m: json.loads(artifacts.metrics_file("mnist", m).read_text()) for m in ("logreg", "mlp")}
+    assert metrics["mlp"]["val_accuracy"] > metrics["logreg"]["val_accuracy"]
     entry = json.loads(artifacts.registry_file("mnist").read_text())
     (seed_run,) = json.loads(artifacts.seed_metrics_file("mnist", "mlp").read_text())
     assert entry == {"name": "mnist-classifier", "version": 1, "alias": "champion",
                      "uri": "models:/mnist-classifier@champion", "run_id": seed_run["mlflow_run_id"],
-                     "model": "mlp", "test_accuracy": accuracy["mlp"], "run_test_accuracy": accuracy["mlp"]}
+                     "model": "mlp", "selected_on": "validation", "val_accuracy": metrics["mlp"]["val_accuracy"],
+                     "run_val_accuracy": seed_run["val_accuracy"], "test_accuracy": metrics["mlp"]["test_accuracy"],
+                     "run_test_accuracy": seed_run["test_accuracy"]}
     crack = json.loads(artifacts.registry_file("crack").read_text())
     assert (crack["name"], crack["model"], crack["version"]) == ("crack-classifier", "crack_cnn", 1)
 
@@ -124,6 +128,102 @@ def test_register_refuses_a_metrics_file_that_does_not_match_its_run(registered)
             register.main(params)
     finally:
         path.write_text(original)
+
+
+def test_evaluate_records_each_seeds_best_epoch_on_validation(registered):
+    root, params = registered
+    client = mlflow.MlflowClient(tracking_uri())
+    for model in ("logreg", "mlp"):
+        runs = json.loads(artifacts.seed_metrics_file("mnist", model).read_text())
+        assert [run["seed"] for run in runs] == list(params.seeds_for("mnist", model))
+        for run in runs:
+            checkpoint = artifacts.load_checkpoint("mnist", model, run["seed"])
+            (best,) = [r for r in artifacts.read_curves("mnist", model, run["seed"]) if r["epoch"] == run["best_epoch"]]
+            assert (run["val_accuracy"], run["val_loss"]) == (checkpoint["best_val_accuracy"], best["val_loss"])
+            # Not logged again: the run's validation history keeps one point per epoch.
+            history = client.get_metric_history(run["mlflow_run_id"], "val_accuracy")
+            assert [m.step for m in history] == list(range(1, checkpoint["epochs_run"] + 1))
+        mean = json.loads(artifacts.metrics_file("mnist", model).read_text())
+        assert mean["val_accuracy"] == pytest.approx(sum(r["val_accuracy"] for r in runs) / len(runs))
+        assert mean["val_loss"] == pytest.approx(sum(r["val_loss"] for r in runs) / len(runs))
+
+
+@contextlib.contextmanager
+def _metrics_restored(models: list[str]):
+    """The mnist metrics files of `models` (means and seeds) as they were, whatever the block wrote."""
+    paths = [f("mnist", m) for m in models for f in (artifacts.metrics_file, artifacts.seed_metrics_file)]
+    originals = {path: path.read_text() for path in paths}
+    try:
+        yield
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+
+
+def _set(dataset: str, model: str, **values) -> None:
+    """Sets `values` in the model's mean metrics and in each of its seeds' runs."""
+    for path in (artifacts.metrics_file(dataset, model), artifacts.seed_metrics_file(dataset, model)):
+        data = json.loads(path.read_text())
+        for record in data if isinstance(data, list) else [data]:
+            record.update(values)
+        path.write_text(json.dumps(data))
+
+
+def _champion(models: list[str]) -> tuple[str, str]:
+    """(model, served run id) the register stage would choose, without registering anything."""
+    best = register.choose_champion([register.candidate("mnist", m) for m in models])
+    return best.model, best.run.run_id
+
+
+def test_changing_only_test_labels_changes_no_champion(registered):
+    models = ["logreg", "mlp"]
+    entry = json.loads(artifacts.registry_file("mnist").read_text())
+    assert _champion(models) == (entry["model"], entry["run_id"]) == ("mlp", entry["run_id"])
+    with _metrics_restored(models):
+        # Other test labels: the runner-up now looks far better on the test set, the champion far worse.
+        _set("mnist", "logreg", test_accuracy=0.99, test_loss=0.01)
+        _set("mnist", "mlp", test_accuracy=0.01, test_loss=9.0)
+        assert register.candidate("mnist", "mlp").test_accuracy == 0.01  # the files were read
+        assert _champion(models) == ("mlp", entry["run_id"])
+        # The validation figures do choose: reversed, they make logreg the champion.
+        _set("mnist", "logreg", val_accuracy=0.99, val_loss=0.01)
+        _set("mnist", "mlp", val_accuracy=0.01, val_loss=9.0)
+        assert _champion(models) == ("logreg", register.candidate("mnist", "logreg").run.run_id)
+    assert _champion(models) == ("mlp", entry["run_id"])
+
+
+def test_choose_champion_breaks_ties_on_parameters_then_validation_loss_then_order():
+    def made(model: str, val_accuracy: float, params: int, val_loss: float, test_accuracy: float = 0.5):
+        return register.Candidate(model, val_accuracy, val_loss, params, test_accuracy, ModelRun(model, 0.0, 0.0))
+
+    pick = lambda *candidates: register.choose_champion(list(candidates)).model  # noqa: E731
+    assert pick(made("a", 0.90, 10, 0.1, test_accuracy=0.99), made("b", 0.91, 99, 0.9, test_accuracy=0.1)) == "b"
+    assert pick(made("a", 0.90, 99, 0.1), made("b", 0.90, 10, 0.9)) == "b"  # fewer parameters
+    assert pick(made("a", 0.90, 10, 0.3), made("b", 0.90, 10, 0.2)) == "b"  # then lower validation loss
+    assert pick(made("a", 0.90, 10, 0.2), made("b", 0.90, 10, 0.2)) == "a"  # then params.yaml's order
+
+
+def test_the_served_seed_is_the_best_on_validation_not_on_test(registered):
+    path = artifacts.seed_metrics_file("mnist", "mlp")
+    with _metrics_restored(["mlp"]):
+        (run,) = json.loads(path.read_text())
+        # A second seed, more accurate on the test set, less on validation: the first stays.
+        other = {**run, "seed": run["seed"] + 1, "mlflow_run_id": "another-seed",
+                 "test_accuracy": 1.0, "val_accuracy": run["val_accuracy"] - 0.01}
+        path.write_text(json.dumps([run, other]))
+        assert model_run("mnist", "mlp") == (run["mlflow_run_id"], run["val_accuracy"], run["test_accuracy"])
+        path.write_text(json.dumps([run, {**other, "test_accuracy": 0.0, "val_accuracy": run["val_accuracy"] + 0.01}]))
+        assert model_run("mnist", "mlp").run_id == "another-seed"
+        path.write_text(json.dumps([run, {**other, "val_accuracy": run["val_accuracy"]}]))  # a tie: the first seed
+        assert model_run("mnist", "mlp").run_id == run["mlflow_run_id"]
+
+
+def test_register_names_the_evaluate_command_for_metrics_without_validation_figures(registered):
+    with _metrics_restored(["mlp"]):
+        path = artifacts.metrics_file("mnist", "mlp")
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "val_accuracy"}))
+        with pytest.raises(ArtifactError, match=r"no val_accuracy.*pipeline evaluate --dataset mnist --model mlp"):
+            register.candidate("mnist", "mlp")
 
 
 def test_served_champion_classifies_real_digit_files_as_the_evaluate_stage(registered, server):

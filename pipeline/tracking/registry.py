@@ -1,11 +1,24 @@
-"""The MLflow Model Registry: each dataset's champion as `models:/<dataset>-classifier@champion`."""
+"""The MLflow Model Registry: each dataset's champion as `models:/<dataset>-classifier@champion`.
+
+Champions and their runs are chosen on validation accuracy; the test accuracy each carries is an
+estimate made after the choice and selects nothing.
+"""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from pipeline import artifacts
 from pipeline.artifacts import evaluate_command
 from pipeline.tracking.store import TrackingError, check_runs_exist, connect, describe, redacted, tracking_uri
 
 ALIAS = "champion"
+
+
+class ModelRun(NamedTuple):
+    """The seed's MLflow run that stands for a model, with its accuracies."""
+    run_id: str
+    val_accuracy: float  # what chose it among the model's seeds
+    test_accuracy: float  # measured after the choice: checked against the run, selects nothing
 
 
 def registered_name(dataset: str) -> str:
@@ -24,7 +37,7 @@ def register_champion(name: str, alias: str, run_id: str, test_accuracy: float,
 
     A new version only when no version of `name` holds this run yet, so re-running with the same
     champion changes nothing. The run must hold the `test_accuracy` its metrics file says (files
-    left from another training would register the wrong weights) and a
+    left from another training would register the wrong weights; the figure chooses nothing) and a
     logged model with a signature and an input example (what `mlflow models serve` checks
     requests against).
     """
@@ -81,10 +94,10 @@ def resolve_registered(name: str, alias: str) -> str:
     return version.run_id
 
 
-def model_run(dataset: str, model: str) -> tuple[str, float]:
-    """(MLflow run id, its test accuracy) of the run that stands for `model`: of its seeds' runs,
-    the most accurate on the test set (ties: the first seed). Seeds differ by noise only, and
-    the model was already chosen on its mean, so this picks the best copy of a chosen model."""
-    runs = artifacts.read_json(artifacts.seed_metrics_file(dataset, model), evaluate_command(dataset, model))
-    best = max(runs, key=lambda run: (run["test_accuracy"], -runs.index(run)))
-    return best["mlflow_run_id"], float(best["test_accuracy"])
+def model_run(dataset: str, model: str) -> ModelRun:
+    """Of `model`'s seeds' runs, the one with the best validation accuracy (ties: the first seed):
+    seeds differ by noise only, so this picks the best copy of a model, without the test set."""
+    runs = artifacts.read_json(artifacts.seed_metrics_file(dataset, model), evaluate_command(dataset, model),
+                               required=("mlflow_run_id", "val_accuracy", "test_accuracy"))
+    best = max(runs, key=lambda run: (run["val_accuracy"], -runs.index(run)))
+    return ModelRun(best["mlflow_run_id"], float(best["val_accuracy"]), float(best["test_accuracy"]))
