@@ -20,15 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score
 
 from pipeline import artifacts
 from pipeline.artifacts import load_checkpoint, load_prepared, read_curves, write_csv, write_text
 from pipeline.config import Params
 from pipeline.data.datasets import get_dataset
 from pipeline.data.split import check_classes
-from pipeline.engine import binary, runtime
-from pipeline.engine.cost import cost_metrics
+from pipeline.engine import binary, runtime, scores
+from pipeline.engine.cost import cost_metrics, timed_logits
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner
 from pipeline.reporting import figures
@@ -61,12 +60,13 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
     for seed, checkpoint, validation in zip(seeds, checkpoints, validations):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
-        scored = _score(learner, data, dataset, params.runtime.eval_batch_size)
+        scored = _score(learner, data, dataset, params.runtime.eval_batch_size, _stored_val_logits(checkpoint, data))
         # Only once the test set is scored: the other source comes after it and selects nothing.
         beyond = (score_other_source(learner, other, dataset, scored["metrics"].get("threshold"),
                                      params.runtime.eval_batch_size) if other is not None else {})
         # Every seed builds the same network: its cost is measured once.
-        cost = cost or cost_metrics(learner, data["test_x"], checkpoint.get("flops_per_image"))
+        cost = cost or cost_metrics(learner, data["test_x"], checkpoint.get("flops_per_image"),
+                                    {params.runtime.eval_batch_size: scored["latency_ms"]})
         metrics = {**scored["metrics"], **beyond, **validation, "params": learner.num_params,
                    "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
                    "train_seconds": round(checkpoint["train_seconds"], 2),
@@ -138,23 +138,34 @@ def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], dataset: s
     if get_dataset(dataset).binary:
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
         predicted = (probabilities >= threshold).astype(int)
-        extra["other_roc_auc"] = float(roc_auc_score(labels, probabilities))
+        extra["other_roc_auc"] = binary.roc_auc(probabilities, labels)
     else:
         predicted = logits.argmax(1).numpy()
     return {"other_accuracy": float((predicted == labels).mean()), "other_size": int(len(labels)), **extra}
 
 
-def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
-    """Test metrics, predictions and (binary) curves of one trained model."""
+def _stored_val_logits(checkpoint: dict, data: dict) -> torch.Tensor | None:
+    """The validation logits training kept for the checkpoint's epoch, where they cover the whole
+    validation split (no val_subset); None otherwise (an older checkpoint too)."""
+    logits = checkpoint.get("best_val_logits")
+    if logits is None or checkpoint.get("val_subset") is not None or len(logits) != len(data["val_y"]):
+        return None
+    return logits
+
+
+def _score(learner, data: dict, dataset: str, batch_size: int, val_logits: torch.Tensor | None = None) -> dict:
+    """Test metrics, predictions and (binary) curves of one trained model. `val_logits`: the
+    validation split's, when training kept them (computed here otherwise)."""
     labels = data["test_y"]
     actual = labels.numpy()
-    logits = learner.logits(data["test_x"], batch_size)
+    logits, latency_ms = timed_logits(learner, data["test_x"], batch_size)
     test_loss, test_accuracy = loss_and_accuracy(logits, labels)
     extra: dict = {}
     record = get_dataset(dataset)
     if record.binary:
         # Binary: the threshold comes from the validation split, then scores the test split.
-        val_logits = learner.logits(data["val_x"], batch_size)
+        if val_logits is None:
+            val_logits = learner.logits(data["val_x"], batch_size)
         threshold = binary.choose_threshold(torch.sigmoid(val_logits[:, 0]).numpy(), data["val_y"].numpy())
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
         predicted = (probabilities >= threshold).astype(int)
@@ -165,15 +176,14 @@ def _score(learner, data: dict, dataset: str, batch_size: int) -> dict:
         predicted = logits.argmax(1).numpy()
         probabilities, curves = None, {}
     class_names = list(record.class_names)
-    matrix = confusion_matrix(actual, predicted, labels=range(len(class_names))).tolist()
-    report = classification_report(actual, predicted, labels=range(len(class_names)),
-                                   target_names=class_names, output_dict=True, zero_division=0)
+    matrix = scores.confusion_matrix(actual, predicted, len(class_names))
+    report = scores.classification_report(matrix, class_names)
     metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss,
                "test_macro_f1": report["macro avg"]["f1-score"], **extra}
-    return {"metrics": metrics, "actual": actual, "predicted": predicted, "probabilities": probabilities,
-            "curves": curves, "class_names": class_names,
+    return {"metrics": metrics, "latency_ms": latency_ms, "actual": actual, "predicted": predicted,
+            "probabilities": probabilities, "curves": curves, "class_names": class_names,
             "per_class": {"classes": {c: report[c] for c in class_names},
-                          "confusion_matrix": matrix,
+                          "confusion_matrix": matrix.tolist(),
                           "test_size": int(len(actual))}}
 
 

@@ -83,8 +83,8 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                   "framework": spec.framework, "channels_last": params.runtime.channels_last,
                   "cuda": dataclasses.asdict(params.runtime.cuda),
                   "nproc": world.size, "train_size": len(data["train_y"]), "val_size": len(data["val_y"])}
-    run_id = _open_run(run_log, model_name, run_params, {"data_version": data["data_version"], "seed": str(seed)},
-                       progress, params.runtime.system_metrics) if run_log else None
+    run_id = _open_run(run_log, learner, model_name, run_params, {"data_version": data["data_version"],
+                       "seed": str(seed)}, progress, params.runtime.system_metrics) if run_log else None
     log.info("%s/%s seed %d: %d params on %s (%d threads), MLflow run %s", dataset, model_name, seed,
              run_params["params"], device, torch.get_num_threads(), run_id)
     history, best = progress["history"], progress["best"]
@@ -105,7 +105,10 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                    "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
             history.append(row)
             if val_acc > best["val_accuracy"]:
-                best = {"val_accuracy": val_acc, "epoch": epoch, "state": learner.state_dict()}
+                # The best epoch's validation logits go into the checkpoint: a binary model's
+                # evaluate stage chooses its threshold on them, without a second pass.
+                best = {"val_accuracy": val_acc, "epoch": epoch, "state": learner.state_dict(),
+                        "val_logits": val_logits}
             # Saved before MLflow hears of the epoch: a run killed in between logs it on resume.
             resume_file.save(learner, generator, {"epoch": epoch, "history": history, "best": best,
                                                   "run_id": run_id, "seconds": time.perf_counter() - start})
@@ -119,6 +122,7 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             "model": model_name, "dataset": dataset, "state_dict": best["state"],
             "best_epoch": best["epoch"], "epochs_run": len(history), "train_seconds": train_seconds,
             "best_val_accuracy": best["val_accuracy"], "mlflow_run_id": run_id,
+            "best_val_logits": best.get("val_logits"), "val_subset": cfg.val_subset,
             "data_version": data["data_version"], "seed": seed, "flops_per_image": learner_flops(learner),
         }
         if world.is_main:
@@ -135,11 +139,16 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     return checkpoint
 
 
-def _open_run(run_log: RunLog, model_name: str, run_params: dict, tags: dict, progress: dict,
+def _open_run(run_log: RunLog, learner, model_name: str, run_params: dict, tags: dict, progress: dict,
               system_metrics: bool) -> str:
     """A new MLflow run, or the interrupted run's own when resuming (left active either way)."""
     if progress["run_id"] is None:
-        return run_log.start(model_name, run_params, tags, system_metrics)
+        # Asked for, then answered: the child opens the run while this process builds what the
+        # first step needs (torch's optimizers import torch._dynamo, 0.9 s). A store that cannot
+        # take the run still fails the stage before any training.
+        run_log.send_start(model_name, run_params, tags, system_metrics)
+        learner.prepare_training()
+        return run_log.started()
     logged = resume.reopen_run(run_log, progress["run_id"], system_metrics)
     for row in progress["history"]:
         if row["epoch"] not in logged:  # saved in the resume file, killed before MLflow had it

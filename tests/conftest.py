@@ -56,6 +56,13 @@ def shrunk_params(**kwargs) -> Params:
     return parse_params(shrunk_params_dict(**kwargs), source="test params")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """The files that run a real `dvc repro` first (stable otherwise): under `--dist loadfile` a
+    file runs on one worker, and the longest ones starting last would leave one worker alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
+
 @pytest.fixture(scope="session")
 def shared_mnist() -> Path:
     if not (SHARED_MNIST / "train-images-idx3-ubyte.gz").exists():

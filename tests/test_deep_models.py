@@ -15,7 +15,7 @@ from pipeline import artifacts, evaluate, train
 from pipeline.config import ConfigError, RuntimeConfig, TrainConfig
 from pipeline.data import mnist
 from pipeline.data.presets import InputPreset
-from pipeline.engine.cost import flops_per_image
+from pipeline.engine.cost import flops_per_image, timed_logits
 from pipeline.engine.learners import build_learner
 from pipeline.engine.runtime import accelerator
 from pipeline.models import count_params, create_model, get_model_spec
@@ -173,6 +173,18 @@ def test_flops_are_counted_from_the_model():
     # VGG-16 at 224 is the well-known ~15.5 GMACs (+ the 1-channel first conv's saving).
     vgg = flops_per_image(create_model("vgg16", input_size=224, num_classes=1000), (1, 224, 224))
     assert 2 * 15.3e9 < vgg < 2 * 15.6e9
+
+
+def test_the_scoring_pass_times_its_own_batches(workspace):
+    # The evaluate stage takes its batch latency from the pass that scores the test set: the same
+    # logits as one call, batch by batch, and a time per image from its full batches.
+    params = shrunk_params(models=["cnn1"])
+    learner = build_learner("cnn1", "mnist", params.train_config("mnist", "cnn1"), torch.device("cpu"), 12)
+    images = artifacts.load_prepared("mnist")["test_x"][:1100]
+    logits, latency = timed_logits(learner, images, 256)
+    assert torch.equal(logits, learner.logits(images, 256)) and logits.shape == (1100, 10)
+    assert 0 < latency < 10  # ms per image: cnn1 takes about 0.05 here
+    assert timed_logits(learner, images[:700], 256)[1] is None  # one full batch after the first
 
 
 def test_subset_training_through_the_stages(workspace, mlflow_uri):

@@ -86,7 +86,7 @@ def test_digits_are_white_on_black_with_mnist_like_ink(digits):
 
 def test_another_scikit_learn_digits_file_fails_naming_what_to_do(monkeypatch):
     monkeypatch.setattr(uci_digits, "DIGITS_SHA256", "0" * 64)
-    with pytest.raises(DataError, match=r"load_digits\(\).*not the UCI test set.*reinstall scikit-learn"):
+    with pytest.raises(DataError, match=r"digits\.csv\.gz holds digits with sha256.*not the UCI test set.*reinstall"):
         uci_digits.uci_test_set()
 
 

@@ -199,7 +199,10 @@ class DistributedConfig:
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # 0: one per core (shared out among the processes of a distributed run)
-    eval_batch_size: int = 1000  # lab-A's test batch
+    # Images per forward pass when scoring (validation, test, other sources). 256: on a CPU, lab-A's
+    # test batch of 1000 takes up to 2x as long per image (bench/eval_batch.py), and the evaluate
+    # stage reads its batch-256 latency off the scoring pass itself (pipeline.engine.cost).
+    eval_batch_size: int = 256
     # NHWC model and inputs on every device: what tensor cores want, and on a CPU (oneDNN)
     # 1.13-1.39x faster training and 1.17-1.86x faster evaluation of the CNNs (bench/cpu_speedups.py).
     channels_last: bool = True

@@ -11,7 +11,10 @@ a 4x coarser grid and so thicker, blurrier strokes) is the shift a robust model 
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -40,18 +43,30 @@ def load(params, side: int) -> tuple[np.ndarray, np.ndarray]:
 
 def uci_test_set() -> tuple[np.ndarray, np.ndarray]:
     """(uint8 [1797, 8, 8] ink counts 0..16, uint8 labels), checked against DIGITS_SHA256."""
-    import sklearn
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    counts, labels = digits.images.astype(np.uint8), digits.target.astype(np.uint8)
+    table = np.loadtxt(gzip.open(digits_file(), "rt"), delimiter=",", dtype=np.float64)
+    counts, labels = table[:, :-1].reshape(-1, 8, 8).astype(np.uint8), table[:, -1].astype(np.uint8)
     found = hashlib.sha256(counts.tobytes() + labels.tobytes()).hexdigest()
     if found != DIGITS_SHA256:
-        raise DataError(f"sklearn.datasets.load_digits() (scikit-learn {sklearn.__version__}, "
-                        f"{sklearn.datasets.__file__}) gives digits with sha256 {found}, not the UCI test "
-                        f"set this pipeline scores ({DIGITS_SHA256}): reinstall scikit-learn "
-                        "(`pip install -e .`) or check what changed in its digits.csv.gz")
+        raise DataError(f"{digits_file()} holds digits with sha256 {found}, not the UCI test set this "
+                        f"pipeline scores ({DIGITS_SHA256}): reinstall scikit-learn (`pip install -e .`) "
+                        "or check what changed in its digits.csv.gz")
     return counts, labels
+
+
+def digits_file() -> Path:
+    """scikit-learn's copy of the digits, the file `sklearn.datasets.load_digits()` reads.
+
+    Found, not imported: importing scikit-learn costs 1.7 s of the evaluate stage (BENCHMARKS.md,
+    "Issue #23", "Stage overheads") for a 70 KB table; DIGITS_SHA256 proves these are its digits."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError("scikit-learn is not installed, and its copy of UCI's digits with it: "
+                        "`pip install -e .` installs it")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise DataError(f"{path} is missing: scikit-learn {path.parents[2].name}'s install is incomplete; "
+                        "reinstall it (`pip install --force-reinstall scikit-learn`)")
+    return path
 
 
 def to_mnist_format(counts: np.ndarray) -> np.ndarray:

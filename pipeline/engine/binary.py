@@ -6,15 +6,10 @@ maximises validation accuracy (ties: the one closest to 0.5), then applied uncha
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    f1_score,
-    precision_recall_curve,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-    roc_curve,
-)
+
+# scikit-learn is imported where a binary figure is computed, not with this module: its import
+# (1.7 s) would otherwise be on every evaluate stage's path, multi-class ones included
+# (pipeline.engine.scores).
 
 
 def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -30,24 +25,37 @@ def choose_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(cuts[best[np.argmin(np.abs(cuts[best] - 0.5))]])
 
 
+def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC; NaN where the labels hold one class only (it is not defined)."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, probabilities)) if len(set(labels.tolist())) == 2 else float("nan")
+
+
 def binary_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
     predicted = (probabilities >= threshold).astype(int)
     return {
         "test_accuracy": float(accuracy_score(labels, predicted)),
         "test_precision": float(precision_score(labels, predicted, zero_division=0)),
         "test_recall": float(recall_score(labels, predicted, zero_division=0)),
         "test_f1": float(f1_score(labels, predicted, zero_division=0)),
-        "test_roc_auc": float(roc_auc_score(labels, probabilities)) if len(set(labels)) == 2 else float("nan"),
+        "test_roc_auc": roc_auc(probabilities, labels),
         "threshold": threshold,
     }
 
 
 def roc_points(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(labels, probabilities)
     return [{"fpr": round(float(f), 6), "tpr": round(float(t), 6)} for f, t in zip(fpr, tpr)]
 
 
 def pr_points(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(labels, probabilities)
     return [{"recall": round(float(r), 6), "precision": round(float(p), 6)}
             for r, p in zip(recall, precision)]

@@ -92,6 +92,11 @@ class TorchLearner:
         self.prepared_budget = PREPARED_SET_BYTES  # 0: normalise every batch
         self._prepared: tuple[torch.Tensor, torch.Tensor] | None = None  # (uint8 set, its inputs)
 
+    def prepare_training(self) -> None:
+        """Builds the optimizer ahead of the first step (pipeline.train does it while MLflow's
+        child opens the run)."""
+        self.optimizer  # noqa: B018 (the property builds it)
+
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         # Only training steps: building torch's Adam imports torch._dynamo, 1.4 s of every

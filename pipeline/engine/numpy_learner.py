@@ -30,6 +30,9 @@ class NumpyLearner:
         return self.model.train_epoch(images.numpy(), labels.numpy(), self.cfg.lr,
                                       self.cfg.batch_size, self.rng)
 
+    def prepare_training(self) -> None:
+        """Nothing to build ahead of the first step (TorchLearner builds its optimizer)."""
+
     def logits(self, images: torch.Tensor, batch_size: int) -> torch.Tensor:
         x = images.numpy()
         return torch.from_numpy(np.concatenate([

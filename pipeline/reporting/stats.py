@@ -1,12 +1,14 @@
 """The statistics the report rests on: how sure an accuracy is, whether two models really differ,
-and whether we beat a source's figure. scipy and statsmodels do the maths."""
+and whether we beat a source's figure. scipy and statsmodels do the maths.
+
+They are imported by the functions that use them: the evaluate stage needs mean_and_spread only,
+and scipy.stats' import alone (1.4 s) was a fifth of a small model's evaluate stage (BENCHMARKS.md,
+"Issue #23", "Stage overheads")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as sps
-from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 # Below this many discordant pairs the chi-square approximation is poor, so the exact binomial
 # test is used (the usual rule, e.g. Fagerland, Lydersen & Laake 2013, BMC Med Res Methodol 13:91).
@@ -21,6 +23,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     """
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    from scipy import stats as sps
+
     ci = sps.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)
 
@@ -49,6 +53,8 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemarResult:
 
 
 def mcnemar_from_counts(b: int, c: int) -> McNemarResult:
+    from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
     # The concordant cells do not enter the test: zeros stand for them.
     table = [[0, b], [c, 0]]
     if b + c < EXACT_BELOW:
@@ -79,6 +85,8 @@ def beats_reported(errors: int, n: int, reported_accuracy: float) -> AgainstRepo
         raise ValueError(f"need 0 <= errors <= n and n > 0, got {errors} of {n}")
     if not 0 < reported_accuracy < 1:
         raise ValueError(f"a reported accuracy lies in (0, 1), got {reported_accuracy}")
+    from scipy import stats as sps
+
     result = sps.binomtest(int(errors), int(n), 1 - reported_accuracy, alternative="less")
     return AgainstReported(int(errors), int(n), reported_accuracy, float(result.pvalue))
 

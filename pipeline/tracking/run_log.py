@@ -47,10 +47,21 @@ class RunLog:
     def start(self, model: str, params: dict[str, Any], tags: dict[str, str], system_metrics: bool = False) -> str:
         """Opens the model's run in the dataset's experiment; returns its id. `system_metrics`:
         this child samples the machine into the run until it ends (runtime.system_metrics)."""
+        self.send_start(model, params, tags, system_metrics)
+        return self.started()
+
+    def send_start(self, model: str, params: dict[str, Any], tags: dict[str, str],
+                   system_metrics: bool = False) -> None:
+        """start()'s request without waiting for its answer (started()): the stage gets on with
+        its own set-up while the child opens the run."""
         # Strings as MLflow itself would store them: JSON would turn a tuple into a list.
         params = {k: str(v) for k, v in params.items()}
-        return self._ask({"op": "start", "model": model, "params": params, "tags": tags,
-                          "system_metrics": system_metrics})["run_id"]
+        self._send({"op": "start", "model": model, "params": params, "tags": tags,
+                    "system_metrics": system_metrics})
+
+    def started(self) -> str:
+        """The id of the run send_start() asked for, once the child has opened it."""
+        return self._answer()["run_id"]
 
     def reopen(self, run_id: str, system_metrics: bool = False) -> set[int]:
         """Continues an interrupted run; returns the epochs it has logged."""
@@ -94,6 +105,9 @@ class RunLog:
 
     def _ask(self, message: dict) -> dict:
         self._send(message)
+        return self._answer()
+
+    def _answer(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
             raise self._died()
