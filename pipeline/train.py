@@ -104,6 +104,7 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val_loss, "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
             history.append(row)
+            t_book = time.perf_counter()  # what the epoch costs beyond training and validation
             if val_acc > best["val_accuracy"]:
                 # The best epoch's validation logits go into the checkpoint: a binary model's
                 # evaluate stage chooses its threshold on them, without a second pass.
@@ -114,8 +115,9 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
                                                   "run_id": run_id, "seconds": time.perf_counter() - start})
             if run_log:
                 _log_row(run_log, row)
-            log.info("%s epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
-                     model_name, epoch, train_loss, train_acc, val_loss, val_acc, row["seconds"])
+            log.info("%s epoch %d: train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs (+%.2fs bookkeeping)",
+                     model_name, epoch, train_loss, train_acc, val_loss, val_acc, row["seconds"],
+                     time.perf_counter() - t_book)
         train_seconds = time.perf_counter() - start
         learner.load_state_dict(best["state"])  # restore the best weights
         checkpoint = {

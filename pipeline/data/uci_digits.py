@@ -56,7 +56,7 @@ def uci_test_set() -> tuple[np.ndarray, np.ndarray]:
 def digits_file() -> Path:
     """scikit-learn's copy of the digits, the file `sklearn.datasets.load_digits()` reads.
 
-    Found, not imported: importing scikit-learn costs 1.7 s of the evaluate stage (BENCHMARKS.md,
+    Found, not imported: importing scikit-learn's loader costs the evaluate stage 0.7 s (BENCHMARKS.md,
     "Issue #23", "Stage overheads") for a 70 KB table; DIGITS_SHA256 proves these are its digits."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:

@@ -1,9 +1,9 @@
 """A classifier's test scores in NumPy: the confusion matrix and per-class precision, recall and F1,
 in scikit-learn's `classification_report(output_dict=True, zero_division=0)` form.
 
-Why not scikit-learn's own: importing `sklearn.metrics` costs 1.7 s (most of it scipy.stats,
-pulled in by sklearn.utils.fixes), a third of a small MNIST model's `pipeline evaluate`
-(BENCHMARKS.md, "Issue #23", "Stage overheads"), for arithmetic on a K x K matrix.
+Why not scikit-learn's own: importing `sklearn.metrics` (and scipy.stats, which
+sklearn.utils.fixes pulls in) cost every `pipeline evaluate` 0.7 s of logreg's 7 (BENCHMARKS.md,
+"Issue #23", "Stage overheads"), for arithmetic on a K x K matrix.
 tests/test_scores.py holds these to scikit-learn's figures. The binary figures (ROC and PR
 curves, pipeline.engine.binary) still come from scikit-learn: a crack stage pays its import.
 """
