@@ -90,7 +90,8 @@ def test_register_picks_the_best_model_on_validation_and_its_logged_model(regist
     assert info.signature.inputs is None
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["class", "probability"]
     assert info.flavors["python_function"]["loader_module"] == "pipeline.tracking.serving"
-    assert "pytorch" in info.flavors  # mlflow.pytorch.load_model still loads the network
+    # Data only: no pytorch flavour (mlflow.pytorch.load_model unpickles), no logged code.
+    assert set(info.flavors) == {"python_function"} and not info.flavors["python_function"].get("code")
     assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"  # an image
     requirements = mlflow.pyfunc.get_model_dependencies(entry["uri"])
     assert {"torch", "pillow", "numpy"} <= {line.split("==")[0] for line in Path(requirements).read_text().split()}
@@ -300,3 +301,117 @@ def test_malformed_requests_get_a_4xx_and_the_server_keeps_answering(registered,
     assert got == 200 and len(json.loads(answer)["predictions"]) == 8
     with urllib.request.urlopen(f"{server.url}/ping", timeout=10) as ping:
         assert ping.status == 200
+
+
+class _Payload:
+    """A pickle that creates `marker` when unpickled: what an attacker plants in a shared store."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _logged_model_dir(model_uri: str) -> Path:
+    """The folder of the store's own copy of a logged model (local artifacts in these tests)."""
+    from urllib.parse import urlparse
+
+    client = mlflow.MlflowClient(tracking_uri())
+    name, alias = model_uri[len("models:/"):].split("@")
+    location = client.get_model_version_download_uri(name, client.get_model_version_by_alias(name, alias).version)
+    return Path(urlparse(location).path) if location.startswith("file:") else Path(location)
+
+
+def test_a_logged_model_is_data_only_and_loads_through_mlflow(registered, tmp_path):
+    """model.json + safetensors, no pickle anywhere; mlflow.pyfunc.load_model answers as the server."""
+    import pickletools
+
+    local = Path(mlflow.artifacts.download_artifacts("models:/mnist-classifier@champion", dst_path=str(tmp_path)))
+    names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert "data/data/model.json" in names and "data/data/weights.safetensors" in names
+    assert not [n for n in names if n.endswith((".pkl", ".pth", ".pt", ".pickle")) or n.startswith("code/")]
+    for path in (p for p in local.rglob("*") if p.is_file()):  # no file is a pickle stream
+        with pytest.raises(Exception):
+            pickletools.dis(path.read_bytes()[:4096], out=open("/dev/null", "w"))
+    described = json.loads((local / "data/data/model.json").read_text())
+    assert described["architecture"] == "mlp" and described["build"] == {"dataset": "mnist"}
+    assert described["preset"] == {"dataset": "mnist", "input_size": 28, "channels": 1, "resize": False}
+    images, _ = _test_images(20)
+    frame = __import__("pandas").DataFrame({"image": [serving.encode_png(i.numpy()) for i in images]})
+    answers = mlflow.pyfunc.load_model("models:/mnist-classifier@champion").predict(frame)
+    assert answers["class"].tolist() == [row["predicted"] for row in _evaluated("mnist", "mlp", 20)]
+
+
+@pytest.mark.parametrize("plant", ["weights", "legacy-preset", "pytorch-loader"])
+def test_a_planted_pickle_is_refused_and_never_runs(registered, digits_on_disk, tmp_path, plant, capsys):
+    """A payload written into the champion's files in the store: `pipeline predict`,
+    mlflow.pyfunc.load_model and the loader refuse the model; the payload never runs."""
+    import pickle
+    import shutil
+
+    from pipeline import cli
+
+    marker = tmp_path / "payload-ran"
+    payload = pickle.dumps(_Payload(marker))
+    model_dir = _logged_model_dir("models:/mnist-classifier@champion")
+    backup = tmp_path / "backup"
+    shutil.copytree(model_dir, backup)
+    try:
+        data = model_dir / "data" / "data"
+        if plant == "weights":  # the weights file itself replaced by a pickle
+            (data / "weights.safetensors").write_bytes(payload)
+        elif plant == "legacy-preset":  # what older versions logged, and loaded
+            (data / "preset.pkl").write_bytes(payload)
+        else:  # the MLmodel pointed at MLflow's pytorch loader, which unpickles model.pth
+            mlmodel = (model_dir / "MLmodel").read_text()
+            (model_dir / "MLmodel").write_text(mlmodel.replace("loader_module: pipeline.tracking.serving",
+                                                               "loader_module: mlflow.pytorch"))
+            (data / "model.pth").write_bytes(payload)
+        code = cli.main(["predict", "--dataset", "mnist", *digits_on_disk])
+        err = capsys.readouterr().err
+        assert code != 0 and "Traceback" not in err
+        assert "refusing" in err or "cannot load" in err, err
+        if plant != "pytorch-loader":  # MLflow's own loader honours whatever loader an MLmodel names
+            with pytest.raises(Exception, match="refusing|cannot load"):
+                mlflow.pyfunc.load_model("models:/mnist-classifier@champion")
+        assert not marker.exists(), "the planted pickle ran"
+    finally:
+        shutil.rmtree(model_dir)
+        shutil.copytree(backup, model_dir)
+
+
+@pytest.fixture
+def digits_on_disk(registered, tmp_path) -> list[str]:
+    images, _ = _test_images(3)
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(tmp_path / f"digit{i}.png"))
+        Path(files[-1]).write_bytes(base64.b64decode(serving.encode_png(image.numpy())))
+    return files
+
+
+def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(registered, caplog):
+    """The NumPy CNN and a torch model logged as data; MLflow's "Saving ... by Pickle" warning is gone."""
+    import logging
+
+    from pipeline.engine.learners import build_learner
+
+    root, params = registered
+    client = mlflow.MlflowClient(tracking_uri())
+    images, _ = _test_images(4)
+    for name in ("numpy_cnn", "cnn1"):
+        learner = build_learner(name, "mnist", params.train_config("mnist", "logreg"), torch.device("cpu"), seed=3)
+        experiment = client.get_experiment_by_name("mnist").experiment_id
+        mlflow.set_experiment(experiment_id=experiment)
+        run = client.create_run(experiment)
+        spec = serving.servable(learner, "mnist", images, [str(k) for k in range(10)], False, None)
+        with caplog.at_level(logging.WARNING):
+            serving.log_model(run.info.run_id, learner.served_model(), spec)
+        assert "pickle" not in caplog.text.lower()
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model"))
+        assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pth"))
+        served = serving.load_logged(f"runs:/{run.info.run_id}/model")
+        expected = learner.logits(images, 4).numpy()
+        tensors = learner.example_input(images)
+        assert np.allclose(served.predict(tensors), expected, atol=1e-5)
