@@ -42,9 +42,9 @@ from pipeline.config import ConfigError, Params
 from pipeline.data.datasets import get_dataset
 from pipeline.data.errors import DataError
 from pipeline.data.images import decode_image
+from pipeline.tracking import serving
 from pipeline.tracking.registry import ALIAS, champion_uri, model_run, registered_name, resolve_registered
 from pipeline.tracking.runs import run_record
-from pipeline.tracking import serving
 from pipeline.tracking.serving import IMAGE_COLUMN
 from pipeline.tracking.store import check_store, check_store_exists
 

@@ -325,15 +325,12 @@ def _logged_model_dir(model_uri: str) -> Path:
 
 def test_a_logged_model_is_data_only_and_loads_through_mlflow(registered, tmp_path):
     """model.json + safetensors, no pickle anywhere; mlflow.pyfunc.load_model answers as the server."""
-    import pickletools
-
     local = Path(mlflow.artifacts.download_artifacts("models:/mnist-classifier@champion", dst_path=str(tmp_path)))
     names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
     assert "data/data/model.json" in names and "data/data/weights.safetensors" in names
     assert not [n for n in names if n.endswith((".pkl", ".pth", ".pt", ".pickle")) or n.startswith("code/")]
-    for path in (p for p in local.rglob("*") if p.is_file()):  # no file is a pickle stream
-        with pytest.raises(Exception):
-            pickletools.dis(path.read_bytes()[:4096], out=open("/dev/null", "w"))
+    for path in (p for p in local.rglob("*") if p.is_file()):  # no pickle stream, no torch zip of pickles
+        assert not path.read_bytes()[:2].startswith((b"\x80", b"PK")), path
     described = json.loads((local / "data/data/model.json").read_text())
     assert described["architecture"] == "mlp" and described["build"] == {"dataset": "mnist"}
     assert described["preset"] == {"dataset": "mnist", "input_size": 28, "channels": 1, "resize": False}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -68,15 +69,37 @@ def log_model(run_id: str, model, servable: dict) -> None:
     # The example is a real test image, as a client posts it: the UI shows it, and at logging
     # MLflow serves it once through this module's loader (a broken model fails here).
     input_example = pd.DataFrame({IMAGE_COLUMN: [encode_png(img) for img in servable["images"]]})
-    Model.log(
-        artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id,
-        description={"format": FORMAT, **servable["network"], "preset": servable["preset"], "spec": spec},
-        weights=_weights(model),
-        # No input schema: one served model takes two forms (image files, tensors) that one MLflow
-        # schema cannot describe; serving.ImageClassifier checks each request itself.
-        signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
-        pip_requirements=requirements,
-    )
+    with _no_requirement_scan():
+        Model.log(
+            artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id,
+            description={"format": FORMAT, **servable["network"], "preset": servable["preset"], "spec": spec},
+            weights=_weights(model),
+            # No input schema: one served model takes two forms (image files, tensors) that one MLflow
+            # schema cannot describe; serving.ImageClassifier checks each request itself.
+            signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
+            pip_requirements=requirements,
+        )
+
+
+@contextlib.contextmanager
+def _no_requirement_scan():
+    """Skips MLflow's check of the model's requirements against the installed packages while the
+    model is saved and its input example served once: the requirements are read from the installed
+    packages, so the check cannot find a mismatch, and its first call indexes every installed
+    distribution (about 1.3 s of each evaluate stage; MLflow has no setting to skip it)."""
+    import mlflow.pyfunc
+    import mlflow.utils.environment
+
+    name = "warn_dependency_requirement_mismatches"
+    modules = [m for m in (mlflow.pyfunc, mlflow.utils.environment) if hasattr(m, name)]
+    saved = [getattr(m, name) for m in modules]
+    for module in modules:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved):
+            setattr(module, name, original)
 
 
 def _weights(model) -> dict[str, np.ndarray]:
