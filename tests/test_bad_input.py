@@ -401,3 +401,35 @@ def test_failed_crack_download_leaves_no_data_folder(tmp_path):
     code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "crack")
     _failed(code, err, f"{source / 'Negative'}: no image files")
     assert not (ws / "data").exists()
+
+
+# Issue 26: nothing is deleted before the work that replaces it can start.
+
+@pytest.mark.parametrize("seeds, expected", [
+    ([2**32], "an integer in [0, 2**32 - 1"),
+    (list(range(101)), "at most 100 distinct integers"),
+], ids=["seed-over-2**32-1", "101-seeds"])
+def test_a_seed_out_of_range_is_refused_before_earlier_results_are_touched(tracked, tmp_path, seeds, expected):
+    ws = _copy(tracked, tmp_path / "ws")
+    params = _params(ws)
+    raw = yaml.safe_load(params.read_text())
+    raw["train"]["mnist"][MODEL]["seeds"] = seeds
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = _state(ws)
+    assert str(artifacts.checkpoint_file("mnist", MODEL, SEED)) in before["files"]
+    code, _, err, _ = _run(ws, "--params", str(params), "train", "--dataset", "mnist", "--model", MODEL)
+    _failed(code, err, "train.mnist.logreg.seeds: got", expected)
+    assert len(err) < 400  # one line, not 101 seeds
+    assert _state(ws) == before  # the seed-12 checkpoint and curves are still there
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"prepare": {"mnist": {"seed": -1}}}, "prepare.mnist.seed"),
+    ({"prepare": {"crack": {"seed": 2**32}}}, "prepare.crack.seed"),
+    ({"seeds": [2**40]}, "seeds"),
+    ({"prepare": {"crack": {"image_size": 4096}}}, "prepare.crack.image_size"),
+    ({"train": {"mnist": {MODEL: {"input_size": 10_000}}}}, "train.mnist.logreg.input_size"),
+])
+def test_settings_past_their_bounds_are_refused_naming_the_key(section, key):
+    with pytest.raises(ConfigError, match=rf"^params[.]yaml: {key.replace('.', '[.]')}: got "):
+        parse_params(shrunk_params_dict(models=[MODEL], **section))

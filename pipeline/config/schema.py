@@ -15,6 +15,14 @@ MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
 CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
 CRACK_OTHER_SOURCE_ENV = "PIPELINE_CRACK_OTHER_SOURCE"
 MAX_LR = 10.0
+# A seed seeds numpy's legacy generator too, which takes 0..2**32 - 1 only.
+MAX_SEED = 2**32 - 1
+# Each seed is one training run per model: more than this is a typo (or a generated list), not
+# an experiment this pipeline can run; the run's params and the report would carry all of them.
+MAX_SEEDS = 100
+# Image sides (cached crack images, model inputs): above this a 2-core machine runs out of memory
+# long before an epoch ends (224, ImageNet's, is what profiles/full.yaml uses).
+MAX_SIDE = 512
 
 
 class ConfigError(ValueError):
@@ -67,6 +75,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check_seed(self.seed, "seed")
         check(self.train_limit is None or self.train_limit >= 100, "train_limit",
               self.train_limit, "null or an integer >= 100")
 
@@ -81,7 +90,8 @@ class CrackPrepareConfig:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
+        check(16 <= self.image_size <= MAX_SIDE, "image_size", self.image_size, f"an integer in [16, {MAX_SIDE}]")
+        _check_seed(self.seed, "seed")
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
         check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
               "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
@@ -146,8 +156,8 @@ class TrainConfig:
         check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
         check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
         check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
-        check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
-              self.input_size, "null or an integer in [16, 512]")
+        check(self.input_size is None or 16 <= self.input_size <= MAX_SIDE, "input_size",
+              self.input_size, f"null or an integer in [16, {MAX_SIDE}]")
         check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
               self.head_epochs, "0, or a positive integer smaller than epochs")
         check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
@@ -287,6 +297,13 @@ def check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}: got {value!r}, expected {expected}")
 
 
+def _check_seed(seed: int, key: str) -> None:
+    check(0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, 2**32 - 1 = {MAX_SEED}]")
+
+
 def _check_seeds(seeds: tuple[int, ...], key: str) -> None:
-    check(len(seeds) >= 1 and len(set(seeds)) == len(seeds) and min(seeds) >= 0, key, list(seeds),
-           "a non-empty list of distinct integers >= 0, e.g. [12, 13]")
+    shown = list(seeds) if len(seeds) <= 10 else f"a list of {len(seeds)} seeds"
+    check(1 <= len(seeds) <= MAX_SEEDS and len(set(seeds)) == len(seeds), key, shown,
+          f"a non-empty list of at most {MAX_SEEDS} distinct integers, e.g. [12, 13]")
+    for seed in seeds:
+        _check_seed(seed, key)
