@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted:  # a library turned the KeyboardInterrupt into an error of its own
             return _interrupted(args)
         if not isinstance(e, _user_errors()):
-            raise
+            from pipeline.artifacts import disk_full
+
+            if not disk_full(e):
+                raise
+            # A write outside the pipeline's own atomic files (the tracking store, a library's cache).
+            where = getattr(e, "filename", None) or "a file"
+            e = f"{where}: the disk is full ({str(e).splitlines()[0][:200]}). Free some space and run it again"
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2
     finally:

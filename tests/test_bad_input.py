@@ -433,3 +433,49 @@ def test_a_seed_out_of_range_is_refused_before_earlier_results_are_touched(track
 def test_settings_past_their_bounds_are_refused_naming_the_key(section, key):
     with pytest.raises(ConfigError, match=rf"^params[.]yaml: {key.replace('.', '[.]')}: got "):
         parse_params(shrunk_params_dict(models=[MODEL], **section))
+
+
+# Issue 26: a full disk is one line naming the file, exit 2, and nothing partial.
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A workspace whose data/ is its own tmpfs of `size` bytes (a real full disk; the command's own
+    output files stay outside it); skipped where mounting is refused."""
+    mounted = []
+
+    def make(size: int) -> Path:
+        ws = tmp_path / "ws"
+        folder = ws / "data"
+        folder.mkdir(parents=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(folder)
+        return ws
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_download_onto_a_full_disk_names_the_path_and_leaves_nothing(small_disk):
+    ws = small_disk(4 << 20)  # MNIST's four files are 11.6 MB
+    params = _params(ws)
+    code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "mnist")
+    _failed(code, err, str(artifacts.raw_dir("mnist")), "the disk is full")
+    assert len(err.strip().splitlines()) <= 3, err  # the stage's line, no traceback
+    assert _state(ws)["folders"] == ["data"], "a partial data/mnist folder was left"
+    assert not [p for p in ws.rglob("*") if p.is_file() and p.name != "params.yaml"]
+
+
+def test_prepare_onto_a_full_disk_names_the_file_and_keeps_the_raw_data(small_disk):
+    ws = small_disk(13 << 20)  # the raw files fit (11.6 MB), the prepared splits (9 MB) do not
+    shutil.copytree(SHARED_MNIST, ws / artifacts.raw_dir("mnist"),
+                    ignore=shutil.ignore_patterns("*.md", "SHA256SUMS"))
+    params = _params(ws)
+    before = _state(ws)
+    code, _, err, _ = _run(ws, "--params", str(params), "prepare", "--dataset", "mnist")
+    _failed(code, err, str(artifacts.prepared_file("mnist")), "the disk is full")
+    assert "basic_ios" not in err and "unexpected pos" not in err
+    assert _state(ws) == before, "a partial file was left, or the raw data changed"
