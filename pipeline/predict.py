@@ -82,7 +82,10 @@ def main(params: Params, dataset: str, files: list[str], model: str | None = Non
                              lambda: serving.load_logged(model_uri))
     # The served model's own image path (pipeline.tracking.serving): decoding, preset, classes and
     # the crack threshold as `mlflow models serve` applies them.
-    answers = mlflow_model.predict(pd.DataFrame({IMAGE_COLUMN: images}))
+    # In requests the model's own limits allow (serve.max_images), as a client of the server would.
+    step = mlflow_model.limits()["max_images"]
+    answers = pd.concat([mlflow_model.predict(pd.DataFrame({IMAGE_COLUMN: images[i:i + step]}))
+                         for i in range(0, len(images), step)], ignore_index=True)
     predictions = [Prediction(f, str(row["class"]), float(row["probability"]))
                    for f, (_, row) in zip(files, answers.iterrows())]
     log.info("%s: %d images classified by %s (%s, MLflow run %s)", dataset, len(files), model_uri,

@@ -412,3 +412,52 @@ def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(reg
         expected = learner.logits(images, 4).numpy()
         tensors = learner.example_input(images)
         assert np.allclose(served.predict(tensors), expected, atol=1e-5)
+
+
+def _declaring(png: bytes, width: int, height: int) -> bytes:
+    """A real PNG whose header is rewritten to declare width x height (CRC fixed): a bomb's header."""
+    import struct
+    import zlib
+
+    assert png[12:16] == b"IHDR"
+    data = struct.pack(">II", width, height) + png[24:29]
+    return png[:16] + data + struct.pack(">I", zlib.crc32(b"IHDR" + data)) + png[33:]
+
+
+def _server_memory_mib(server) -> float:
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def test_served_champion_under_a_mix_of_good_and_hostile_requests(registered, server):
+    """Concurrent requests on 127.0.0.1: good ones answered exactly as evaluated; a bomb header,
+    too many images, too many bytes each get a 400 naming the serve.* limit; no 5xx; memory flat."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images, _ = _test_images(8)
+    files = [base64.b64decode(serving.encode_png(image.numpy())) for image in images]
+    expected = [row["predicted"] for row in _evaluated("mnist", "mlp", 8)]
+    bomb = _declaring(files[0], 13_000, 13_000)  # what the issue's 657 KB PNG declared
+    requests = (
+        [("good", _images_body(files))] * 24
+        + [("serve.max_pixels", _images_body([files[1], bomb]))] * 8
+        + [("serve.max_images", _images_body(files * 33))] * 4  # 264 > 256
+        + [("serve.max_request_bytes", _images_body([b"\0" * 16_000_000]))] * 2  # 21 MB of base64
+    )
+    _post(server.url, _images_body(files))  # warm: the first request pays the imports
+    before = _server_memory_mib(server)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: (r[0], *_post(server.url, r[1])), requests[::3] + requests[1::3]
+                                + requests[2::3]))
+    after = _server_memory_mib(server)
+    assert not [status for _, status, _ in answers if status >= 500]
+    for kind, status, body in answers:
+        if kind == "good":
+            assert status == 200, body[:300]
+            assert [a["class"] for a in json.loads(body)["predictions"]] == expected
+        else:
+            assert status == 400 and kind in json.loads(body)["message"], (kind, status, body[:300])
+    # 13,000 x 13,000 decoded is 169 MB a request (RGBA: 676 MB); refused from the header, nothing grows.
+    assert after - before < 150, (before, after)

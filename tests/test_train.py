@@ -37,6 +37,7 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     assert run.data.tags["model"] == "cnn1" and run.data.tags["pipeline_group"] == "pytest"
     assert run.data.tags["data_version"] and run.data.tags["git_commit"]
     assert run.data.params["optimizer"] == "adam" and run.data.params["batch_size"] == "128"
+    assert "seeds" not in run.data.params and run.data.params["seed"]  # the run's own seed, not the list
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]

@@ -67,6 +67,29 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """What one request to the served model (`mlflow models serve`, `pipeline predict`) may cost.
+    Logged with each model (its model.json), so the served champion enforces the limits of the
+    evaluate stage that logged it; a request past one gets a 400 that names the limit."""
+    # Bytes of image files in one request (the base64 text, summed), checked before any is decoded.
+    max_request_bytes: int = 20_000_000
+    max_images: int = 256  # images in one request
+    # Pixels an image file may declare (width x height, read from its header before decoding): a
+    # 600 KB PNG can declare 13,000 x 13,000 and decode to 0.7 GB. 16.8 M: 4096 x 4096.
+    max_pixels: int = 4096 * 4096
+    # Seconds one request may take to decode and classify; `mlflow models serve -t` gets the same.
+    timeout_s: int = 30
+
+    def __post_init__(self) -> None:
+        check(1_000 <= self.max_request_bytes <= 1_000_000_000, "max_request_bytes", self.max_request_bytes,
+              "an integer in [1000, 1e9]")
+        check(1 <= self.max_images <= 10_000, "max_images", self.max_images, "an integer in [1, 10000]")
+        check(MAX_SIDE * MAX_SIDE <= self.max_pixels <= 100_000_000, "max_pixels", self.max_pixels,
+              f"an integer in [{MAX_SIDE * MAX_SIDE}, 1e8]")
+        check(1 <= self.timeout_s <= 3600, "timeout_s", self.timeout_s, "an integer of seconds in [1, 3600]")
+
+
+@dataclass(frozen=True)
 class PrepareConfig:
     val_fraction: float
     seed: int
@@ -243,6 +266,7 @@ class Params:
     # and spread across them. The first seed's run gives the figures, predictions and McNemar.
     seeds: tuple[int, ...] = (12,)  # lab-C's seed
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")

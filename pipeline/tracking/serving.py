@@ -252,26 +252,60 @@ class ImageClassifier:
             return self.classify(self.decode(images))
         return self.forward(self._tensor(model_input))
 
+    def limits(self) -> dict:
+        """params.yaml's `serve` section as the evaluate stage logged it (older models: its defaults)."""
+        import dataclasses
+
+        from pipeline.config.schema import ServeConfig
+
+        return {**dataclasses.asdict(ServeConfig()), **(self.spec.get("limits") or {})}
+
     def decode(self, images) -> np.ndarray:
-        """uint8 [N, side, side] of the base64 files; one error naming every bad row."""
-        from PIL import ImageFile, UnidentifiedImageError
+        """uint8 [N, side, side] of the base64 files; one error naming every bad row. What the
+        request may cost is checked first: the count and bytes of its files, then each file's
+        declared pixels from its header before it is decoded, and the time, between files."""
+        import io
+        import time
 
-        from pipeline.data.crack import decode_image
+        from PIL import Image, ImageFile, UnidentifiedImageError
 
+        from pipeline.data.images import decode_image
+
+        limits, start = self.limits(), time.monotonic()
+        if len(images) > limits["max_images"]:
+            raise _bad_request(f"{len(images)} images in one request, more than the limit of "
+                               f"{limits['max_images']} (serve.max_images): send them in smaller requests")
+        size = sum(len(v) for v in images if isinstance(v, (str, bytes)))
+        if size > limits["max_request_bytes"]:
+            raise _bad_request(f"{size} bytes of image files in one request, more than the limit of "
+                               f"{limits['max_request_bytes']} (serve.max_request_bytes): send fewer or "
+                               "smaller files per request")
         pixels, problems = [], []
         # A truncated file must fail, not be padded with grey (some libraries flip this global).
         previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
         try:
             for row, value in enumerate(images):
+                if time.monotonic() - start > limits["timeout_s"]:
+                    raise _bad_request(f"decoding took more than the limit of {limits['timeout_s']} s "
+                                       f"(serve.timeout_s) at row {row}: send fewer images per request")
                 try:
                     data = value if isinstance(value, bytes) else base64.b64decode(str(value), validate=True)
                 except (binascii.Error, ValueError):
                     problems.append(f"row {row}: not base64")
                     continue
                 try:
+                    with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                        width, height = header.size
+                    if width * height > limits["max_pixels"]:
+                        problems.append(f"row {row}: the image declares {width}x{height} = {width * height} "
+                                        f"pixels, more than the limit of {limits['max_pixels']} "
+                                        "(serve.max_pixels); not decoded")
+                        continue
                     pixels.append(decode_image(data, self.spec["side"]))
                 except UnidentifiedImageError:
                     problems.append(f"row {row}: not a PNG or JPEG image ({len(data)} bytes)")
+                except Image.DecompressionBombError as e:
+                    problems.append(f"row {row}: refused by Pillow as a decompression bomb ({e})")
                 except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: name it
                     problems.append(f"row {row}: cannot decode the image, truncated or corrupt ({e})")
         finally:
@@ -311,6 +345,9 @@ class ImageClassifier:
         except (TypeError, ValueError):
             raise _bad_request(f"expected a column '{IMAGE_COLUMN}' of base64 PNG or JPEG files, or "
                                f"`inputs` of numbers shaped [N, {', '.join(map(str, expected))}]") from None
+        if array.ndim and len(array) > self.limits()["max_images"]:
+            raise _bad_request(f"{len(array)} tensors in one request, more than the limit of "
+                               f"{self.limits()['max_images']} (serve.max_images)")
         if array.ndim != len(expected) + 1 or array.shape[1:] != expected:
             raise _bad_request(f"a tensor input must be shaped [N, {', '.join(map(str, expected))}] "
                                f"(the model's preset applied), got {list(array.shape)}; or send image "
@@ -341,8 +378,16 @@ def _bad_request(message: str):
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, threshold: float | None) -> dict:
-    """How the learner's model reads image files: log_evaluation's `servable`."""
+def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, threshold: float | None,
+             limits: dict | None = None) -> dict:
+    """How the learner's model reads image files: log_evaluation's `servable`. `limits`: params.yaml's
+    `serve` section (what one request may cost); None: its defaults."""
+    if limits is None:
+        import dataclasses
+
+        from pipeline.config.schema import ServeConfig
+
+        limits = dataclasses.asdict(ServeConfig())
     example = learner.example_input(test_x[:1])
     preset = getattr(learner, "preset", None)  # None: the NumPy CNN reads raw pixels
     return {"network": learner.recipe,
@@ -350,7 +395,7 @@ def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, th
             "images": test_x[:2].numpy(),
             "spec": {"dataset": dataset, "side": int(test_x.shape[-1]), "input_shape": list(example.shape[1:]),
                      "input_dtype": str(example.dtype), "classes": list(classes), "binary": binary,
-                     "threshold": None if threshold is None else float(threshold)}}
+                     "threshold": None if threshold is None else float(threshold), "limits": dict(limits)}}
 
 
 def encode_png(pixels: np.ndarray) -> str:
