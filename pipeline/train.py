@@ -131,12 +131,18 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     except BaseException:
         if run_log:
             _end_failed(run_log)
+            FAILED_RUNS.append(run_id)  # what an interrupt's message may name as FAILED
         raise
     if run_log:
         run_log.end()
     log.info("%s seed %d: best epoch %d (val acc %.4f), %.1fs", model_name, seed, best["epoch"],
              best["val_accuracy"], train_seconds)
     return checkpoint
+
+
+# The MLflow runs this process ended FAILED on the way out of an error or Ctrl-C (pipeline.cli's
+# message names them; a Ctrl-C between seeds, after a run FINISHED, failed none).
+FAILED_RUNS: list[str] = []
 
 
 def _open_run(run_log: RunLog, model_name: str, run_params: dict, tags: dict, progress: dict,

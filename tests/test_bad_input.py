@@ -308,10 +308,10 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, t
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    _failed(proc.returncode, err, "pipeline train: interrupted: ", "MLflow run is marked FAILED",
+    run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
+    _failed(proc.returncode, err, "pipeline train: interrupted: ", f"MLflow run {run_id} is marked FAILED",
             expected_code=130)
     assert sum("interrupted" in line for line in err.splitlines()) == 1
-    run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
     assert _runs(ws) == {run_id: "FAILED"}
     # The resume file is the one thing left, on purpose: running again goes on from it.
     assert set(_state(ws)["files"]) == {str(artifacts.prepared_file("mnist")),
