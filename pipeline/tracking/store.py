@@ -208,12 +208,19 @@ STORE_LOCK_TIMEOUT_S = 300.0
 
 
 def store_lock_file(database: str | Path) -> Path:
-    return Path(f"{database}.lock")
+    """The lock of a sqlite store: in the temp folder, named after the store's absolute path, so
+    that no file is left in the workspace (processes on one machine share the temp folder, and a
+    sqlite file is not shared between machines)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"pipeline-mlflow-store-{key}.lock"
 
 
 def _initialise_sqlite_store(uri: str) -> None:
     """Creates (or upgrades) a sqlite store's tables in one process at a time, under a file lock
-    next to the database. MLflow creates them on the first connection of each process, and two
+    (store_lock_file). MLflow creates them on the first connection of each process, and two
     processes doing it at once on a new file race its schema migration ("table _alembic_tmp_...
     already exists"), failing both and at times leaving the store unusable for every later run.
     On a store already made, this is one schema check under a lock held for milliseconds."""
@@ -236,8 +243,8 @@ def _initialise_sqlite_store(uri: str) -> None:
         _INITIALISED.add(uri)
     except Timeout:
         raise _store_error(f"another process has held {lock.lock_file} for {STORE_LOCK_TIMEOUT_S:.0f} s while "
-                           "creating the store", "Wait for it to finish, or delete the lock file if no "
-                           "pipeline or MLflow process is running") from None
+                           f"creating the store {database}", "Wait for it to finish, or stop the pipeline "
+                           "or MLflow process that holds it") from None
 
 
 def describe_failure(what: str, error: Exception) -> str:
