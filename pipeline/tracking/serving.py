@@ -119,16 +119,22 @@ def save_model(path, mlflow_model, description: dict, weights: dict, signature, 
     import tempfile
 
     import mlflow.pyfunc
-    from safetensors.numpy import save_file
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "data"
-        data.mkdir()
-        (data / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
-        save_file(weights, str(data / WEIGHTS_FILE))
+        data = write_data(Path(tmp) / "data", description, weights)
         mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), mlflow_model=mlflow_model,
                                  signature=signature, input_example=input_example,
                                  pip_requirements=pip_requirements)
+
+
+def write_data(data: Path, description: dict, weights: dict) -> Path:
+    """The model's `data` folder: model.json and the weights as safetensors."""
+    from safetensors.numpy import save_file
+
+    data.mkdir()
+    (data / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    save_file(weights, str(data / WEIGHTS_FILE))
+    return data
 
 
 def _load_pyfunc(data_path: str, model_config=None) -> "ImageClassifier":
