@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import os
 import shutil
@@ -137,9 +138,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp
         tmp.chmod(_default_mode(0o666))
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(folder, ignore_errors=True)
         _remove_if_empty(made)
+        _raise_if_disk_full(e, target)
         raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -157,12 +159,57 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         _remove_if_empty(made)
+        _raise_if_disk_full(e, target)
         raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class DiskFullError(DataError):
+    """A write ran out of space: the message names the file and the filesystem; nothing partial is left."""
+
+
+# Below this many free bytes after a failed write, the failure is taken to be the full disk: torch's
+# writer reports ENOSPC as "basic_ios::clear: iostream error", without the errno.
+DISK_FULL_MARGIN = 1 << 20
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is a write that ran out of space."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error)
+        if "No space left on device" in text or "database or disk is full" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _raise_if_disk_full(error: BaseException, target: Path) -> None:
+    if not isinstance(error, Exception):
+        return
+    try:
+        free = shutil.disk_usage(_existing(target)).free
+    except OSError:
+        free = None
+    if disk_full(error) or (free is not None and free < DISK_FULL_MARGIN and not isinstance(error, DataError)):
+        raise DiskFullError(f"{target}: the disk is full (no space left on {_existing(target)}'s filesystem"
+                            f"{'' if free is None else f', {free // 1024} KiB free'}); nothing was written. "
+                            "Free some space, or move the workspace to a larger disk, and run it again") from None
+
+
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest folder that exists."""
+    for candidate in [path, *path.parents]:
+        if candidate.exists():
+            return candidate
+    return Path(".")
 
 
 def _make_parents(target: Path) -> list[Path]:

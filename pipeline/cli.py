@@ -159,7 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         if interrupted:  # a library turned the KeyboardInterrupt into an error of its own
             return _interrupted(args)
         if not isinstance(e, _user_errors()):
-            raise
+            from pipeline.artifacts import disk_full
+
+            if not disk_full(e):
+                raise
+            # A write outside the pipeline's own atomic files (the tracking store, a library's cache).
+            where = getattr(e, "filename", None) or "a file"
+            e = f"{where}: the disk is full ({str(e).splitlines()[0][:200]}). Free some space and run it again"
         print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
         return 2
     finally:
@@ -184,9 +190,14 @@ def _on_ctrl_c(interrupted: list[bool]):
 
 
 def _interrupted(args: argparse.Namespace) -> int:
-    if args.stage == "train":
-        what = ("the seed in training wrote no checkpoint and its MLflow run is marked FAILED; run the "
-                "stage again to go on from its last finished epoch")
+    train = sys.modules.get("pipeline.train")
+    failed = getattr(train, "FAILED_RUNS", [])
+    if args.stage == "train" and failed:
+        what = (f"the seed in training wrote no checkpoint and its MLflow run {failed[-1]} is marked FAILED; "
+                "run the stage again to go on from its last finished epoch")
+    elif args.stage == "train":
+        what = ("no MLflow run was open (every finished seed kept its checkpoint and FINISHED run); run the "
+                "stage again to train the seeds left")
     else:
         what = "no output was written (each is written whole or not at all); run it again"
     print(f"pipeline {args.stage}: interrupted: {what}", file=sys.stderr)

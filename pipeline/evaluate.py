@@ -74,7 +74,8 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                    **cost}
         if seed == seeds[0]:  # the first seed's run is the one the report draws
             _write_seed_outputs(dataset, model_name, data, scored)
-        _log_to_run(dataset, model_name, seed, checkpoint["mlflow_run_id"], metrics, scored, learner, data)
+        _log_to_run(dataset, model_name, seed, checkpoint["mlflow_run_id"], metrics, scored, learner, data,
+                    dataclasses.asdict(params.serve))
         runs.append({"seed": seed, "mlflow_run_id": checkpoint["mlflow_run_id"], **metrics})
         log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
                  metrics["test_accuracy"], metrics["test_loss"])
@@ -194,7 +195,7 @@ def _write_seed_outputs(dataset: str, model_name: str, data: dict, scored: dict)
         write_csv(artifacts.curve_points_file(dataset, kind, model_name), points)
 
 
-def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, data) -> None:
+def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, data, limits: dict) -> None:
     """The seed's test metrics, figures and served model, added to its training run."""
     curves = scored["curves"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,7 +217,7 @@ def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, dat
         logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
         log_evaluation(run_id, logged, artifacts, learner.served_model(),
                        serving.servable(learner, dataset, data["test_x"], scored["class_names"],
-                                        get_dataset(dataset).binary, metrics.get("threshold")),
+                                        get_dataset(dataset).binary, metrics.get("threshold"), limits),
                        prepared_dataset(dataset, "evaluation", sizes))
 
 

@@ -42,6 +42,7 @@ from pipeline.config import ConfigError, Params
 from pipeline.data.datasets import get_dataset
 from pipeline.data.errors import DataError
 from pipeline.data.images import decode_image
+from pipeline.tracking import serving
 from pipeline.tracking.registry import ALIAS, champion_uri, model_run, registered_name, resolve_registered
 from pipeline.tracking.runs import run_record
 from pipeline.tracking.serving import IMAGE_COLUMN
@@ -70,16 +71,21 @@ def main(params: Params, dataset: str, files: list[str], model: str | None = Non
         raise ConfigError(f"{model_uri} (MLflow run {run_id}) was trained on {tags.get('dataset')!r}, "
                           f"not {dataset!r}: pass --dataset {tags.get('dataset')}")
 
-    import mlflow.pyfunc
     import pandas as pd
 
     rebuild = evaluate_command(dataset, tags['model'])  # logs the run's model
+    # Checked to be data only (model.json + safetensors) before anything in it loads: not
+    # mlflow.pyfunc.load_model, which imports whatever loader and code an MLmodel names.
+    # A refused model (serving.UnsafeModelError) is told as an unreadable one, with the command to rebuild it.
     mlflow_model = read_back(f"the MLflow model {model_uri} (run {run_id})",
                              rebuild if model else f"{rebuild}` and `pipeline register",
-                             lambda: mlflow.pyfunc.load_model(model_uri))
+                             lambda: serving.load_logged(model_uri))
     # The served model's own image path (pipeline.tracking.serving): decoding, preset, classes and
     # the crack threshold as `mlflow models serve` applies them.
-    answers = mlflow_model.predict(pd.DataFrame({IMAGE_COLUMN: images}))
+    # In requests the model's own limits allow (serve.max_images), as a client of the server would.
+    step = mlflow_model.limits()["max_images"]
+    answers = pd.concat([mlflow_model.predict(pd.DataFrame({IMAGE_COLUMN: images[i:i + step]}))
+                         for i in range(0, len(images), step)], ignore_index=True)
     predictions = [Prediction(f, str(row["class"]), float(row["probability"]))
                    for f, (_, row) in zip(files, answers.iterrows())]
     log.info("%s: %d images classified by %s (%s, MLflow run %s)", dataset, len(files), model_uri,

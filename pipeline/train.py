@@ -44,13 +44,15 @@ def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None =
           contextlib.ExitStack() as stack):
         if world.is_main and run_log is None:
             run_log = stack.enter_context(RunLog(dataset))
+        checkpoints = [train_seed(params, dataset, model_name, seed, world, run_log) for seed in seeds]
         # A stale seed's files (from a longer seeds list) must not outlive it, to be read as
-        # current by someone listing the folder.
+        # current by someone listing the folder; removed only once every seed has its own, so a
+        # run that fails leaves the earlier results as they were.
         for directory in (artifacts.checkpoint_dir(dataset, model_name), artifacts.curves_dir(dataset, model_name)):
             for stale in directory.glob("seed*.*"):
                 if world.is_main and stale.stem.removeprefix("seed") not in {str(s) for s in seeds}:
                     stale.unlink()
-        return [train_seed(params, dataset, model_name, seed, world, run_log) for seed in seeds]
+        return checkpoints
 
 
 def train_seed(params: Params, dataset: str, model_name: str, seed: int,
@@ -77,7 +79,9 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
         "epoch": 0, "history": [], "best": {"val_accuracy": -1.0, "epoch": 0, "state": None},
         "run_id": None, "seconds": 0.0}
 
-    run_params = {**dataclasses.asdict(cfg), "seed": seed, "device": device.type,
+    # The run's own seed, not the model's list of them (which every run would carry again).
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "seeds"}
+    run_params = {**settings, "seed": seed, "device": device.type,
                   "threads": torch.get_num_threads(), "params": learner.num_params,
                   "input_size": cfg.input_size or spec.input_size, "source": spec.source,
                   "framework": spec.framework, "channels_last": params.runtime.channels_last,
@@ -133,12 +137,18 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     except BaseException:
         if run_log:
             _end_failed(run_log)
+            FAILED_RUNS.append(run_id)  # what an interrupt's message may name as FAILED
         raise
     if run_log:
         run_log.end()
     log.info("%s seed %d: best epoch %d (val acc %.4f), %.1fs", model_name, seed, best["epoch"],
              best["val_accuracy"], train_seconds)
     return checkpoint
+
+
+# The MLflow runs this process ended FAILED on the way out of an error or Ctrl-C (pipeline.cli's
+# message names them; a Ctrl-C between seeds, after a run FINISHED, failed none).
+FAILED_RUNS: list[str] = []
 
 
 def _open_run(run_log: RunLog, learner, model_name: str, run_params: dict, tags: dict, progress: dict,

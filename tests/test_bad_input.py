@@ -308,10 +308,10 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, t
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    _failed(proc.returncode, err, "pipeline train: interrupted: ", "MLflow run is marked FAILED",
+    run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
+    _failed(proc.returncode, err, "pipeline train: interrupted: ", f"MLflow run {run_id} is marked FAILED",
             expected_code=130)
     assert sum("interrupted" in line for line in err.splitlines()) == 1
-    run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
     assert _runs(ws) == {run_id: "FAILED"}
     # The resume file is the one thing left, on purpose: running again goes on from it.
     assert set(_state(ws)["files"]) == {str(artifacts.prepared_file("mnist")),
@@ -401,3 +401,81 @@ def test_failed_crack_download_leaves_no_data_folder(tmp_path):
     code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "crack")
     _failed(code, err, f"{source / 'Negative'}: no image files")
     assert not (ws / "data").exists()
+
+
+# Issue 26: nothing is deleted before the work that replaces it can start.
+
+@pytest.mark.parametrize("seeds, expected", [
+    ([2**32], "an integer in [0, 2**32 - 1"),
+    (list(range(101)), "at most 100 distinct integers"),
+], ids=["seed-over-2**32-1", "101-seeds"])
+def test_a_seed_out_of_range_is_refused_before_earlier_results_are_touched(tracked, tmp_path, seeds, expected):
+    ws = _copy(tracked, tmp_path / "ws")
+    params = _params(ws)
+    raw = yaml.safe_load(params.read_text())
+    raw["train"]["mnist"][MODEL]["seeds"] = seeds
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = _state(ws)
+    assert str(artifacts.checkpoint_file("mnist", MODEL, SEED)) in before["files"]
+    code, _, err, _ = _run(ws, "--params", str(params), "train", "--dataset", "mnist", "--model", MODEL)
+    _failed(code, err, "train.mnist.logreg.seeds: got", expected)
+    assert len(err) < 400  # one line, not 101 seeds
+    assert _state(ws) == before  # the seed-12 checkpoint and curves are still there
+
+
+@pytest.mark.parametrize("section, key", [
+    ({"prepare": {"mnist": {"seed": -1}}}, "prepare.mnist.seed"),
+    ({"prepare": {"crack": {"seed": 2**32}}}, "prepare.crack.seed"),
+    ({"seeds": [2**40]}, "seeds"),
+    ({"prepare": {"crack": {"image_size": 4096}}}, "prepare.crack.image_size"),
+    ({"train": {"mnist": {MODEL: {"input_size": 10_000}}}}, "train.mnist.logreg.input_size"),
+])
+def test_settings_past_their_bounds_are_refused_naming_the_key(section, key):
+    with pytest.raises(ConfigError, match=rf"^params[.]yaml: {key.replace('.', '[.]')}: got "):
+        parse_params(shrunk_params_dict(models=[MODEL], **section))
+
+
+# Issue 26: a full disk is one line naming the file, exit 2, and nothing partial.
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A workspace whose data/ is its own tmpfs of `size` bytes (a real full disk; the command's own
+    output files stay outside it); skipped where mounting is refused."""
+    mounted = []
+
+    def make(size: int) -> Path:
+        ws = tmp_path / "ws"
+        folder = ws / "data"
+        folder.mkdir(parents=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here (needs root): {done.stderr.strip()}")
+        mounted.append(folder)
+        return ws
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_download_onto_a_full_disk_names_the_path_and_leaves_nothing(small_disk):
+    ws = small_disk(4 << 20)  # MNIST's four files are 11.6 MB
+    params = _params(ws)
+    code, _, err, _ = _run(ws, "--params", str(params), "download", "--dataset", "mnist")
+    _failed(code, err, str(artifacts.raw_dir("mnist")), "the disk is full")
+    assert len(err.strip().splitlines()) <= 3, err  # the stage's line, no traceback
+    assert _state(ws)["folders"] == ["data"], "a partial data/mnist folder was left"
+    assert not [p for p in ws.rglob("*") if p.is_file() and p.name != "params.yaml"]
+
+
+def test_prepare_onto_a_full_disk_names_the_file_and_keeps_the_raw_data(small_disk):
+    ws = small_disk(13 << 20)  # the raw files fit (11.6 MB), the prepared splits (9 MB) do not
+    shutil.copytree(SHARED_MNIST, ws / artifacts.raw_dir("mnist"),
+                    ignore=shutil.ignore_patterns("*.md", "SHA256SUMS"))
+    params = _params(ws)
+    before = _state(ws)
+    code, _, err, _ = _run(ws, "--params", str(params), "prepare", "--dataset", "mnist")
+    _failed(code, err, str(artifacts.prepared_file("mnist")), "the disk is full")
+    assert "basic_ios" not in err and "unexpected pos" not in err
+    assert _state(ws) == before, "a partial file was left, or the raw data changed"

@@ -90,8 +90,9 @@ def test_predict_resizes_larger_colour_digits_as_the_data_pipeline_does(register
 
 def test_predict_with_model_uses_that_models_run(registered, digits, capsys):
     files, labels = digits
-    code, out, _ = _predict(capsys, "--dataset", "mnist", "--model", "logreg", "--json", *files)
+    code, out, err = _predict(capsys, "--dataset", "mnist", "--model", "logreg", "--json", *files)
     assert code == 0
+    assert "Downloading artifacts" not in err + out  # no pages of MLflow's progress bars (issue 26)
     answer = json.loads(out)
     assert answer["model"] == "logreg" and answer["model_uri"].startswith("runs:/")
     predicted = [int(p["class"]) for p in answer["predictions"]]

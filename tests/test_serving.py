@@ -90,7 +90,8 @@ def test_register_picks_the_best_model_on_validation_and_its_logged_model(regist
     assert info.signature.inputs is None
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["class", "probability"]
     assert info.flavors["python_function"]["loader_module"] == "pipeline.tracking.serving"
-    assert "pytorch" in info.flavors  # mlflow.pytorch.load_model still loads the network
+    # Data only: no pytorch flavour (mlflow.pytorch.load_model unpickles), no logged code.
+    assert set(info.flavors) == {"python_function"} and not info.flavors["python_function"].get("code")
     assert info.saved_input_example_info["serving_input_path"] == "serving_input_example.json"  # an image
     requirements = mlflow.pyfunc.get_model_dependencies(entry["uri"])
     assert {"torch", "pillow", "numpy"} <= {line.split("==")[0] for line in Path(requirements).read_text().split()}
@@ -300,3 +301,163 @@ def test_malformed_requests_get_a_4xx_and_the_server_keeps_answering(registered,
     assert got == 200 and len(json.loads(answer)["predictions"]) == 8
     with urllib.request.urlopen(f"{server.url}/ping", timeout=10) as ping:
         assert ping.status == 200
+
+
+class _Payload:
+    """A pickle that creates `marker` when unpickled: what an attacker plants in a shared store."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _logged_model_dir(model_uri: str) -> Path:
+    """The folder of the store's own copy of a logged model (local artifacts in these tests)."""
+    from urllib.parse import urlparse
+
+    client = mlflow.MlflowClient(tracking_uri())
+    name, alias = model_uri[len("models:/"):].split("@")
+    location = client.get_model_version_download_uri(name, client.get_model_version_by_alias(name, alias).version)
+    return Path(urlparse(location).path) if location.startswith("file:") else Path(location)
+
+
+def test_a_logged_model_is_data_only_and_loads_through_mlflow(registered, tmp_path):
+    """model.json + safetensors, no pickle anywhere; mlflow.pyfunc.load_model answers as the server."""
+    local = Path(mlflow.artifacts.download_artifacts("models:/mnist-classifier@champion", dst_path=str(tmp_path)))
+    names = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert "data/data/model.json" in names and "data/data/weights.safetensors" in names
+    assert not [n for n in names if n.endswith((".pkl", ".pth", ".pt", ".pickle")) or n.startswith("code/")]
+    for path in (p for p in local.rglob("*") if p.is_file()):  # no pickle stream, no torch zip of pickles
+        assert not path.read_bytes()[:2].startswith((b"\x80", b"PK")), path
+    described = json.loads((local / "data/data/model.json").read_text())
+    assert described["architecture"] == "mlp" and described["build"] == {"dataset": "mnist"}
+    assert described["preset"] == {"dataset": "mnist", "input_size": 28, "channels": 1, "resize": False}
+    images, _ = _test_images(20)
+    frame = __import__("pandas").DataFrame({"image": [serving.encode_png(i.numpy()) for i in images]})
+    answers = mlflow.pyfunc.load_model("models:/mnist-classifier@champion").predict(frame)
+    assert answers["class"].tolist() == [row["predicted"] for row in _evaluated("mnist", "mlp", 20)]
+
+
+@pytest.mark.parametrize("plant", ["weights", "legacy-preset", "pytorch-loader"])
+def test_a_planted_pickle_is_refused_and_never_runs(registered, digits_on_disk, tmp_path, plant, capsys):
+    """A payload written into the champion's files in the store: `pipeline predict`,
+    mlflow.pyfunc.load_model and the loader refuse the model; the payload never runs."""
+    import pickle
+    import shutil
+
+    from pipeline import cli
+
+    marker = tmp_path / "payload-ran"
+    payload = pickle.dumps(_Payload(marker))
+    model_dir = _logged_model_dir("models:/mnist-classifier@champion")
+    backup = tmp_path / "backup"
+    shutil.copytree(model_dir, backup)
+    try:
+        data = model_dir / "data" / "data"
+        if plant == "weights":  # the weights file itself replaced by a pickle
+            (data / "weights.safetensors").write_bytes(payload)
+        elif plant == "legacy-preset":  # what older versions logged, and loaded
+            (data / "preset.pkl").write_bytes(payload)
+        else:  # the MLmodel pointed at MLflow's pytorch loader, which unpickles model.pth
+            mlmodel = (model_dir / "MLmodel").read_text()
+            (model_dir / "MLmodel").write_text(mlmodel.replace("loader_module: pipeline.tracking.serving",
+                                                               "loader_module: mlflow.pytorch"))
+            (data / "model.pth").write_bytes(payload)
+        code = cli.main(["predict", "--dataset", "mnist", *digits_on_disk])
+        err = capsys.readouterr().err
+        assert code != 0 and "Traceback" not in err
+        assert "refusing" in err or "cannot load" in err, err
+        if plant != "pytorch-loader":  # MLflow's own loader honours whatever loader an MLmodel names
+            with pytest.raises(Exception, match="refusing|cannot load"):
+                mlflow.pyfunc.load_model("models:/mnist-classifier@champion")
+        assert not marker.exists(), "the planted pickle ran"
+    finally:
+        shutil.rmtree(model_dir)
+        shutil.copytree(backup, model_dir)
+
+
+@pytest.fixture
+def digits_on_disk(registered, tmp_path) -> list[str]:
+    images, _ = _test_images(3)
+    files = []
+    for i, image in enumerate(images):
+        files.append(str(tmp_path / f"digit{i}.png"))
+        Path(files[-1]).write_bytes(base64.b64decode(serving.encode_png(image.numpy())))
+    return files
+
+
+def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(registered, caplog):
+    """The NumPy CNN and a torch model logged as data; MLflow's "Saving ... by Pickle" warning is gone."""
+    import logging
+
+    from pipeline.engine.learners import build_learner
+
+    root, params = registered
+    client = mlflow.MlflowClient(tracking_uri())
+    images, _ = _test_images(4)
+    for name in ("numpy_cnn", "cnn1"):
+        learner = build_learner(name, "mnist", params.train_config("mnist", "logreg"), torch.device("cpu"), seed=3)
+        experiment = client.get_experiment_by_name("mnist").experiment_id
+        mlflow.set_experiment(experiment_id=experiment)
+        run = client.create_run(experiment)
+        spec = serving.servable(learner, "mnist", images, [str(k) for k in range(10)], False, None)
+        with caplog.at_level(logging.WARNING):
+            serving.log_model(run.info.run_id, learner.served_model(), spec)
+        assert "pickle" not in caplog.text.lower()
+        local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model"))
+        assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pth"))
+        served = serving.load_logged(f"runs:/{run.info.run_id}/model")
+        expected = learner.logits(images, 4).numpy()
+        tensors = learner.example_input(images)
+        assert np.allclose(served.predict(tensors), expected, atol=1e-5)
+
+
+def _declaring(png: bytes, width: int, height: int) -> bytes:
+    """A real PNG whose header is rewritten to declare width x height (CRC fixed): a bomb's header."""
+    import struct
+    import zlib
+
+    assert png[12:16] == b"IHDR"
+    data = struct.pack(">II", width, height) + png[24:29]
+    return png[:16] + data + struct.pack(">I", zlib.crc32(b"IHDR" + data)) + png[33:]
+
+
+def _server_memory_mib(server) -> float:
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+def test_served_champion_under_a_mix_of_good_and_hostile_requests(registered, server):
+    """Concurrent requests on 127.0.0.1: good ones answered exactly as evaluated; a bomb header,
+    too many images, too many bytes each get a 400 naming the serve.* limit; no 5xx; memory flat."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    images, _ = _test_images(8)
+    files = [base64.b64decode(serving.encode_png(image.numpy())) for image in images]
+    expected = [row["predicted"] for row in _evaluated("mnist", "mlp", 8)]
+    bomb = _declaring(files[0], 13_000, 13_000)  # what the issue's 657 KB PNG declared
+    requests = (
+        [("good", _images_body(files))] * 24
+        + [("serve.max_pixels", _images_body([files[1], bomb]))] * 8
+        + [("serve.max_images", _images_body(files * 33))] * 4  # 264 > 256
+        + [("serve.max_request_bytes", _images_body([b"\0" * 16_000_000]))] * 2  # 21 MB of base64
+    )
+    _post(server.url, _images_body(files))  # warm: the first request pays the imports
+    before = _server_memory_mib(server)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda r: (r[0], *_post(server.url, r[1])), requests[::3] + requests[1::3]
+                                + requests[2::3]))
+    after = _server_memory_mib(server)
+    assert not [status for _, status, _ in answers if status >= 500]
+    for kind, status, body in answers:
+        if kind == "good":
+            assert status == 200, body[:300]
+            assert [a["class"] for a in json.loads(body)["predictions"]] == expected
+        else:
+            assert status == 400 and kind in json.loads(body)["message"], (kind, status, body[:300])
+    # 13,000 x 13,000 decoded is 169 MB a request (RGBA: 676 MB); refused from the header, nothing grows.
+    assert after - before < 150, (before, after)

@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 
@@ -36,16 +37,17 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     assert run.data.tags["model"] == "cnn1" and run.data.tags["pipeline_group"] == "pytest"
     assert run.data.tags["data_version"] and run.data.tags["git_commit"]
     assert run.data.params["optimizer"] == "adam" and run.data.params["batch_size"] == "128"
+    assert "seeds" not in run.data.params and run.data.params["seed"]  # the run's own seed, not the list
     assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [1, 2]
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "learning_curves.png", "per_class.json"} <= logged
-    # The logged model loads back and classifies like the checkpoint.
+    # The logged model (data only: pipeline.tracking.serving) loads back and takes tensors.
     model_uri = f"runs:/{run.info.run_id}/model"
-    loaded = mlflow.pytorch.load_model(model_uri)
-    x = torch.zeros(2, 1, 28, 28)
-    assert loaded(x).shape == (2, 10)
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    x = np.zeros((2, 1, 28, 28), dtype=np.float32)
+    assert np.asarray(loaded.predict(x)).shape == (2, 10)
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None
 

@@ -15,6 +15,14 @@ MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
 CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
 CRACK_OTHER_SOURCE_ENV = "PIPELINE_CRACK_OTHER_SOURCE"
 MAX_LR = 10.0
+# A seed seeds numpy's legacy generator too, which takes 0..2**32 - 1 only.
+MAX_SEED = 2**32 - 1
+# Each seed is one training run per model: more than this is a typo (or a generated list), not
+# an experiment this pipeline can run; the run's params and the report would carry all of them.
+MAX_SEEDS = 100
+# Image sides (cached crack images, model inputs): above this a 2-core machine runs out of memory
+# long before an epoch ends (224, ImageNet's, is what profiles/full.yaml uses).
+MAX_SIDE = 512
 
 
 class ConfigError(ValueError):
@@ -59,6 +67,29 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    """What one request to the served model (`mlflow models serve`, `pipeline predict`) may cost.
+    Logged with each model (its model.json), so the served champion enforces the limits of the
+    evaluate stage that logged it; a request past one gets a 400 that names the limit."""
+    # Bytes of image files in one request (the base64 text, summed), checked before any is decoded.
+    max_request_bytes: int = 20_000_000
+    max_images: int = 256  # images in one request
+    # Pixels an image file may declare (width x height, read from its header before decoding): a
+    # 600 KB PNG can declare 13,000 x 13,000 and decode to 0.7 GB. 16.8 M: 4096 x 4096.
+    max_pixels: int = 4096 * 4096
+    # Seconds one request may take to decode and classify; `mlflow models serve -t` gets the same.
+    timeout_s: int = 30
+
+    def __post_init__(self) -> None:
+        check(1_000 <= self.max_request_bytes <= 1_000_000_000, "max_request_bytes", self.max_request_bytes,
+              "an integer in [1000, 1e9]")
+        check(1 <= self.max_images <= 10_000, "max_images", self.max_images, "an integer in [1, 10000]")
+        check(MAX_SIDE * MAX_SIDE <= self.max_pixels <= 100_000_000, "max_pixels", self.max_pixels,
+              f"an integer in [{MAX_SIDE * MAX_SIDE}, 1e8]")
+        check(1 <= self.timeout_s <= 3600, "timeout_s", self.timeout_s, "an integer of seconds in [1, 3600]")
+
+
+@dataclass(frozen=True)
 class PrepareConfig:
     val_fraction: float
     seed: int
@@ -67,6 +98,7 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        _check_seed(self.seed, "seed")
         check(self.train_limit is None or self.train_limit >= 100, "train_limit",
               self.train_limit, "null or an integer >= 100")
 
@@ -81,7 +113,8 @@ class CrackPrepareConfig:
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        check(16 <= self.image_size <= 512, "image_size", self.image_size, "an integer in [16, 512]")
+        check(16 <= self.image_size <= MAX_SIDE, "image_size", self.image_size, f"an integer in [16, {MAX_SIDE}]")
+        _check_seed(self.seed, "seed")
         check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
         check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
               "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
@@ -146,8 +179,8 @@ class TrainConfig:
         check(self.patience >= 0, "patience", self.patience, "0 (off) or a positive integer")
         check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "a number in [0, 1)")
         check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
-        check(self.input_size is None or 16 <= self.input_size <= 512, "input_size",
-              self.input_size, "null or an integer in [16, 512]")
+        check(self.input_size is None or 16 <= self.input_size <= MAX_SIDE, "input_size",
+              self.input_size, f"null or an integer in [16, {MAX_SIDE}]")
         check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
               self.head_epochs, "0, or a positive integer smaller than epochs")
         check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,
@@ -236,6 +269,7 @@ class Params:
     # and spread across them. The first seed's run gives the figures, predictions and McNemar.
     seeds: tuple[int, ...] = (12,)  # lab-C's seed
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
@@ -290,6 +324,13 @@ def check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}: got {value!r}, expected {expected}")
 
 
+def _check_seed(seed: int, key: str) -> None:
+    check(0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, 2**32 - 1 = {MAX_SEED}]")
+
+
 def _check_seeds(seeds: tuple[int, ...], key: str) -> None:
-    check(len(seeds) >= 1 and len(set(seeds)) == len(seeds) and min(seeds) >= 0, key, list(seeds),
-           "a non-empty list of distinct integers >= 0, e.g. [12, 13]")
+    shown = list(seeds) if len(seeds) <= 10 else f"a list of {len(seeds)} seeds"
+    check(1 <= len(seeds) <= MAX_SEEDS and len(set(seeds)) == len(seeds), key, shown,
+          f"a non-empty list of at most {MAX_SEEDS} distinct integers, e.g. [12, 13]")
+    for seed in seeds:
+        _check_seed(seed, key)

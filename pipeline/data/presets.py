@@ -36,6 +36,7 @@ class InputPreset:
     def __init__(self, dataset: str, input_size: int, channels: int = 1, augment: bool = False,
                  resize: bool = False) -> None:
         self.dataset, self.size, self.channels, self.augment = dataset, input_size, channels, augment
+        self.resize = resize
         record = get_dataset(dataset)
         if channels == 3:
             self.mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
@@ -58,6 +59,10 @@ class InputPreset:
                 v2.ColorJitter(0.2, 0.2, 0.2),
                 v2.RandomRotation(15),
             ])
+
+    def settings(self) -> dict:
+        """The evaluation preset as data (a logged model's JSON): `InputPreset(**settings)` rebuilds it."""
+        return {"dataset": self.dataset, "input_size": self.size, "channels": self.channels, "resize": self.resize}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1)

@@ -75,6 +75,10 @@ class TorchLearner:
         except ValueError as e:  # a builder's own check, e.g. an input side its layers cannot take
             raise ConfigError(f"{key}.input_size: {e}") from None
         self.model = self.accel.prepare_model(model)
+        # How the served model rebuilds this network from the registry (its weights come from the
+        # logged file, so never `pretrained`, which would download ImageNet's).
+        self.recipe = {"architecture": spec.name, "build": {k: v for k, v in kwargs.items() if k != "pretrained"}
+                       | {"dataset": dataset}}
         channels = spec.in_channels or get_dataset(dataset).in_channels
         self.input_shape = (channels, size, size)
         self.preset = InputPreset(dataset, size, channels, resize=spec.resize)

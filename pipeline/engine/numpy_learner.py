@@ -14,6 +14,7 @@ class NumpyLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, seed: int) -> None:
         self.cfg = cfg
         self.model = spec.build(seed=seed)
+        self.recipe = {"architecture": spec.name, "build": {"dataset": dataset}}  # the served model's
         self.num_params = self.model.num_params()
         # One stream for the whole run, so each epoch gets its own permutation.
         self.rng = np.random.default_rng(seed)

@@ -14,16 +14,21 @@ Tensors (the preset already applied, `inputs` [N, C, S, S]; raw uint8 [N, 28, 28
 CNN) get the logits, as they always did. A request that is neither gets a 400 naming what is
 wrong; the server goes on serving.
 
-Logged by `log_model` through `mlflow.models.Model.log(flavor=<this module>)`: a torch model keeps MLflow's
-`pytorch` flavour (`mlflow.pytorch.load_model` still loads it); its `python_function` flavour
-loads through `_load_pyfunc` below, from the package copy logged with it (code_paths).
+Logged by `log_model` through `mlflow.models.Model.log(flavor=<this module>)` as a pyfunc model
+that holds data only, never code or a pickle (whoever can write one artifact of a shared store
+must not run code where a champion is loaded or served): `data/model.json` names the network's
+architecture in the model registry (pipeline.models) and its build settings, the evaluation
+preset's settings and the facts of the run (classes, threshold, side); `data/weights.safetensors`
+holds the weights. Loading (`_load_pyfunc`, the flavour's `loader_module`) rebuilds the network
+from the installed package's registry and refuses anything else: a file of the old pickle format,
+weights that are not safetensors, a model.json that names no registered model.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -31,7 +36,15 @@ import numpy as np
 
 IMAGE_COLUMN = "image"
 POSITIVE_COLUMN = "positive_probability"  # a binary model's P(positive class), whatever the class is called
-SPEC_FILE = "serving.json"
+MODEL_FILE = "model.json"
+WEIGHTS_FILE = "weights.safetensors"
+FORMAT = 1  # model.json's layout; a later change of it gets a new number
+# What older versions logged: pickles. Loading names them instead of running them.
+PICKLED_FILES = ("preset.pkl", "network.pkl", "model.pth", "pickle_module_info.txt")
+
+
+class UnsafeModelError(ValueError):
+    """A logged model that is not this module's data-only format: refused before anything in it runs."""
 
 
 def log_model(run_id: str, model, servable: dict) -> None:
@@ -44,10 +57,10 @@ def log_model(run_id: str, model, servable: dict) -> None:
     from mlflow.types import ColSpec, Schema
 
     spec = servable["spec"]
-    requirements = [f"torch=={torch.__version__.split('+')[0]}"] if isinstance(model, torch.nn.Module) else []
     # Explicit requirements: MLflow's inference of them imports the model in a subprocess. Pillow
-    # decodes the posted images; numpy does the NumPy CNN's maths.
-    requirements += [f"numpy=={np.__version__}", f"pillow=={PIL.__version__}", f"scipy=={scipy.__version__}"]
+    # decodes the posted images; numpy does the NumPy CNN's maths; torch runs the preset.
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
+                    f"pillow=={PIL.__version__}", f"scipy=={scipy.__version__}"]
     binary = spec["binary"]
     outputs = [ColSpec("string", "class"), ColSpec("double", "probability")]
     if binary:
@@ -56,63 +69,180 @@ def log_model(run_id: str, model, servable: dict) -> None:
     # The example is a real test image, as a client posts it: the UI shows it, and at logging
     # MLflow serves it once through this module's loader (a broken model fails here).
     input_example = pd.DataFrame({IMAGE_COLUMN: [encode_png(img) for img in servable["images"]]})
-    Model.log(
-        artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id, network=model, spec=spec,
-        preset=servable["preset"],
-        # No input schema: one served model takes two forms (image files, tensors) that one MLflow
-        # schema cannot describe; serving.ImageClassifier checks each request itself.
-        signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
-        pip_requirements=requirements, code_paths=[str(Path(__file__).resolve().parents[1])],
-    )
+    with _no_requirement_scan():
+        Model.log(
+            artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id,
+            description={"format": FORMAT, **servable["network"], "preset": servable["preset"], "spec": spec},
+            weights=_weights(model),
+            # No input schema: one served model takes two forms (image files, tensors) that one MLflow
+            # schema cannot describe; serving.ImageClassifier checks each request itself.
+            signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
+            pip_requirements=requirements,
+        )
 
 
-def save_model(path, mlflow_model, network, spec: dict, preset, signature, input_example,
-               pip_requirements: list[str], code_paths: list[str]) -> None:
-    """The flavour's save hook (what Model.log calls): `network` and how to feed it images."""
+@contextlib.contextmanager
+def _no_requirement_scan():
+    """Skips MLflow's check of the model's requirements against the installed packages while the
+    model is saved and its input example served once: the requirements are read from the installed
+    packages, so the check cannot find a mismatch, and its first call indexes every installed
+    distribution (about 1.3 s of each evaluate stage; MLflow has no setting to skip it)."""
     import mlflow.pyfunc
+    import mlflow.utils.environment
+
+    name = "warn_dependency_requirement_mismatches"
+    modules = [m for m in (mlflow.pyfunc, mlflow.utils.environment) if hasattr(m, name)]
+    saved = [getattr(m, name) for m in modules]
+    for module in modules:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, original in zip(modules, saved):
+            setattr(module, name, original)
+
+
+def _weights(model) -> dict[str, np.ndarray]:
+    """The network's weights as plain arrays (a torch module's state dict, or the NumPy CNN's)."""
     import torch
 
-    path = Path(path)
-    common = {"mlflow_model": mlflow_model, "signature": signature, "input_example": input_example,
-              "pip_requirements": pip_requirements, "code_paths": code_paths}
-    if isinstance(network, torch.nn.Module):
-        import mlflow.pytorch
+    if isinstance(model, torch.nn.Module):
+        return {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()}
+    return {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
 
-        # Pickle, not MLflow 3's default pt2: pt2 traces the network on a tensor example under a
-        # tensor signature, and this model's example and requests are image files too.
-        mlflow.pytorch.save_model(network, str(path), serialization_format="pickle", **common)
-        data = path / mlflow_model.flavors["python_function"]["data"]
-        (data / "preset.pkl").write_bytes(pickle.dumps(preset))
-        (data / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        mlflow_model.flavors["python_function"]["loader_module"] = __name__
-        mlflow_model.save(str(path / "MLmodel"))
-        return
+
+def save_model(path, mlflow_model, description: dict, weights: dict, signature, input_example,
+               pip_requirements: list[str]) -> None:
+    """The flavour's save hook (what Model.log calls): model.json and the weights as safetensors,
+    served by this module (`loader_module`); no code is logged with it (no code_paths): loading
+    uses the installed package."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:  # the NumPy CNN: a pyfunc model only
-        data = Path(tmp) / "data"
-        data.mkdir()
-        (data / "network.pkl").write_bytes(pickle.dumps(network))
-        (data / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), **common)
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_data(Path(tmp) / "data", description, weights)
+        mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), mlflow_model=mlflow_model,
+                                 signature=signature, input_example=input_example,
+                                 pip_requirements=pip_requirements)
+
+
+def write_data(data: Path, description: dict, weights: dict) -> Path:
+    """The model's `data` folder: model.json and the weights as safetensors."""
+    from safetensors.numpy import save_file
+
+    data.mkdir()
+    (data / MODEL_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    save_file(weights, str(data / WEIGHTS_FILE))
+    return data
 
 
 def _load_pyfunc(data_path: str, model_config=None) -> "ImageClassifier":
-    data = Path(data_path)
-    spec = json.loads((data / SPEC_FILE).read_text())
-    if (data / "network.pkl").exists():
-        network = pickle.loads((data / "network.pkl").read_bytes())
-        return ImageClassifier(network.forward, None, spec)
-    import mlflow.pytorch
-    import torch
+    """The pyfunc flavour's loader (mlflow.pyfunc.load_model, `mlflow models serve`)."""
+    return load_classifier(Path(data_path))
 
-    model = mlflow.pytorch.load_model(str(data.parent))  # saved in eval mode (served_model)
+
+def load_classifier(data: Path) -> "ImageClassifier":
+    """The served model from a logged model's `data` folder; UnsafeModelError for anything that is
+    not model.json + safetensors weights of a registered architecture. Nothing it reads runs code."""
+    legacy = [name for name in PICKLED_FILES if (data / name).exists() or (data.parent / name).exists()]
+    if legacy or not (data / MODEL_FILE).is_file():
+        found = f"it holds {', '.join(legacy)} (pickles, which can run code when loaded)" if legacy else \
+            f"it has no {MODEL_FILE}"
+        raise UnsafeModelError(f"refusing to load the logged model at {data.parent}: {found}. Only models "
+                               f"logged as {MODEL_FILE} + {WEIGHTS_FILE} load; re-run `pipeline evaluate` "
+                               "(or `dvc repro`) to log the model again")
+    try:
+        description = json.loads((data / MODEL_FILE).read_text())
+        if not isinstance(description, dict) or description.get("format") != FORMAT:
+            raise ValueError(f"format {description.get('format') if isinstance(description, dict) else None!r}, "
+                             f"expected {FORMAT}")
+        network = _rebuild(description, data / WEIGHTS_FILE)
+        preset = description["preset"]
+        spec = description["spec"]
+        if preset is not None:
+            from pipeline.data.presets import InputPreset
+
+            preset = InputPreset(**preset)
+    except UnsafeModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - JSON, registry, safetensors or shape errors alike: name the model
+        raise UnsafeModelError(f"cannot load the logged model at {data.parent}: {type(e).__name__}: {e}. "
+                               "Re-run `pipeline evaluate` (or `dvc repro`) to log it again") from None
+    if preset is None:  # the NumPy CNN reads raw pixels
+        return ImageClassifier(network.forward, None, spec)
+    import torch
 
     def forward(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(x)).numpy()
+            return network(torch.from_numpy(x)).numpy()
 
-    return ImageClassifier(forward, pickle.loads((data / "preset.pkl").read_bytes()), spec)
+    return ImageClassifier(forward, preset, spec)
+
+
+def _rebuild(description: dict, weights_file: Path):
+    """The network of `description` from the installed registry, with the safetensors weights."""
+    from safetensors.numpy import load_file
+
+    from pipeline.models import get_model_spec
+
+    spec = get_model_spec(str(description["architecture"]))
+    build = description["build"]
+    if not isinstance(build, dict) or not all(isinstance(v, (str, int, float, bool)) for v in build.values()):
+        raise ValueError(f"build settings must be a table of plain values, got {build!r}")
+    weights = load_file(str(weights_file))  # safetensors: a JSON header and raw arrays, never code
+    network = spec.build(**build)
+    if spec.framework == "numpy":
+        network.load_state_dict(weights)
+        return network
+    import torch
+
+    network.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    return network.eval()
+
+
+def load_logged(model_uri: str) -> "ImageClassifier":
+    """The served model of `model_uri` (runs:/..., models:/...), downloaded without progress bars
+    and checked to be this module's format before anything in it is loaded: its MLmodel must name
+    this module as its only loader and carry no code. (mlflow.pyfunc.load_model would import
+    whatever loader_module and code an MLmodel names.)"""
+    import os
+    import tempfile
+
+    import mlflow.artifacts
+
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # pages of bars on a terminal
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            return _checked_load(local)
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+
+
+def _checked_load(local: Path) -> "ImageClassifier":
+    import yaml
+
+    try:
+        mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UnsafeModelError(f"the logged model at {local} has no readable MLmodel ({e})") from None
+    flavors = (mlmodel or {}).get("flavors") or {}
+    pyfunc = flavors.get("python_function") or {}
+    extra = sorted(set(flavors) - {"python_function"})  # e.g. pytorch: mlflow.pytorch unpickles
+    if pyfunc.get("loader_module") != __name__ or pyfunc.get("code") or extra:
+        raise UnsafeModelError(
+            f"refusing to load the logged model at {local}: its MLmodel names loader "
+            f"{pyfunc.get('loader_module')!r}, code {pyfunc.get('code')!r}, flavours {sorted(flavors)}; only "
+            f"{__name__} with no logged code loads. Re-run `pipeline evaluate` to log it again")
+    data = (local / str(pyfunc.get("data", "data"))).resolve()
+    if not data.is_relative_to(local.resolve()):
+        raise UnsafeModelError(f"refusing to load the logged model at {local}: its data path leaves the model")
+    return load_classifier(data)
 
 
 class ImageClassifier:
@@ -128,26 +258,60 @@ class ImageClassifier:
             return self.classify(self.decode(images))
         return self.forward(self._tensor(model_input))
 
+    def limits(self) -> dict:
+        """params.yaml's `serve` section as the evaluate stage logged it (older models: its defaults)."""
+        import dataclasses
+
+        from pipeline.config.schema import ServeConfig
+
+        return {**dataclasses.asdict(ServeConfig()), **(self.spec.get("limits") or {})}
+
     def decode(self, images) -> np.ndarray:
-        """uint8 [N, side, side] of the base64 files; one error naming every bad row."""
-        from PIL import ImageFile, UnidentifiedImageError
+        """uint8 [N, side, side] of the base64 files; one error naming every bad row. What the
+        request may cost is checked first: the count and bytes of its files, then each file's
+        declared pixels from its header before it is decoded, and the time, between files."""
+        import io
+        import time
 
-        from pipeline.data.crack import decode_image
+        from PIL import Image, ImageFile, UnidentifiedImageError
 
+        from pipeline.data.images import decode_image
+
+        limits, start = self.limits(), time.monotonic()
+        if len(images) > limits["max_images"]:
+            raise _bad_request(f"{len(images)} images in one request, more than the limit of "
+                               f"{limits['max_images']} (serve.max_images): send them in smaller requests")
+        size = sum(len(v) for v in images if isinstance(v, (str, bytes)))
+        if size > limits["max_request_bytes"]:
+            raise _bad_request(f"{size} bytes of image files in one request, more than the limit of "
+                               f"{limits['max_request_bytes']} (serve.max_request_bytes): send fewer or "
+                               "smaller files per request")
         pixels, problems = [], []
         # A truncated file must fail, not be padded with grey (some libraries flip this global).
         previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
         try:
             for row, value in enumerate(images):
+                if time.monotonic() - start > limits["timeout_s"]:
+                    raise _bad_request(f"decoding took more than the limit of {limits['timeout_s']} s "
+                                       f"(serve.timeout_s) at row {row}: send fewer images per request")
                 try:
                     data = value if isinstance(value, bytes) else base64.b64decode(str(value), validate=True)
                 except (binascii.Error, ValueError):
                     problems.append(f"row {row}: not base64")
                     continue
                 try:
+                    with Image.open(io.BytesIO(data)) as header:  # reads the header only
+                        width, height = header.size
+                    if width * height > limits["max_pixels"]:
+                        problems.append(f"row {row}: the image declares {width}x{height} = {width * height} "
+                                        f"pixels, more than the limit of {limits['max_pixels']} "
+                                        "(serve.max_pixels); not decoded")
+                        continue
                     pixels.append(decode_image(data, self.spec["side"]))
                 except UnidentifiedImageError:
                     problems.append(f"row {row}: not a PNG or JPEG image ({len(data)} bytes)")
+                except Image.DecompressionBombError as e:
+                    problems.append(f"row {row}: refused by Pillow as a decompression bomb ({e})")
                 except Exception as e:  # noqa: BLE001 - a truncated or corrupt file: name it
                     problems.append(f"row {row}: cannot decode the image, truncated or corrupt ({e})")
         finally:
@@ -187,6 +351,9 @@ class ImageClassifier:
         except (TypeError, ValueError):
             raise _bad_request(f"expected a column '{IMAGE_COLUMN}' of base64 PNG or JPEG files, or "
                                f"`inputs` of numbers shaped [N, {', '.join(map(str, expected))}]") from None
+        if array.ndim and len(array) > self.limits()["max_images"]:
+            raise _bad_request(f"{len(array)} tensors in one request, more than the limit of "
+                               f"{self.limits()['max_images']} (serve.max_images)")
         if array.ndim != len(expected) + 1 or array.shape[1:] != expected:
             raise _bad_request(f"a tensor input must be shaped [N, {', '.join(map(str, expected))}] "
                                f"(the model's preset applied), got {list(array.shape)}; or send image "
@@ -217,14 +384,24 @@ def _bad_request(message: str):
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, threshold: float | None) -> dict:
-    """How the learner's model reads image files: log_evaluation's `servable`."""
+def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, threshold: float | None,
+             limits: dict | None = None) -> dict:
+    """How the learner's model reads image files: log_evaluation's `servable`. `limits`: params.yaml's
+    `serve` section (what one request may cost); None: its defaults."""
+    if limits is None:
+        import dataclasses
+
+        from pipeline.config.schema import ServeConfig
+
+        limits = dataclasses.asdict(ServeConfig())
     example = learner.example_input(test_x[:1])
-    return {"preset": getattr(learner, "preset", None),  # None: the NumPy CNN reads raw pixels
+    preset = getattr(learner, "preset", None)  # None: the NumPy CNN reads raw pixels
+    return {"network": learner.recipe,
+            "preset": None if preset is None else preset.settings(),
             "images": test_x[:2].numpy(),
             "spec": {"dataset": dataset, "side": int(test_x.shape[-1]), "input_shape": list(example.shape[1:]),
                      "input_dtype": str(example.dtype), "classes": list(classes), "binary": binary,
-                     "threshold": None if threshold is None else float(threshold)}}
+                     "threshold": None if threshold is None else float(threshold), "limits": dict(limits)}}
 
 
 def encode_png(pixels: np.ndarray) -> str:

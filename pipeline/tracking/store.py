@@ -198,7 +198,53 @@ def connect():
         # stage logs that CI keeps; the run id is in our own log line anyway.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(uri)
+    _initialise_sqlite_store(uri)
     return mlflow
+
+
+_INITIALISED: set[str] = set()  # sqlite stores this process has opened (connect() runs per epoch)
+# Seconds a stage waits for another to finish creating or upgrading the sqlite store.
+STORE_LOCK_TIMEOUT_S = 300.0
+
+
+def store_lock_file(database: str | Path) -> Path:
+    """The lock of a sqlite store: in the temp folder, named after the store's absolute path, so
+    that no file is left in the workspace (processes on one machine share the temp folder, and a
+    sqlite file is not shared between machines)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"pipeline-mlflow-store-{key}.lock"
+
+
+def _initialise_sqlite_store(uri: str) -> None:
+    """Creates (or upgrades) a sqlite store's tables in one process at a time, under a file lock
+    (store_lock_file). MLflow creates them on the first connection of each process, and two
+    processes doing it at once on a new file race its schema migration ("table _alembic_tmp_...
+    already exists"), failing both and at times leaving the store unusable for every later run.
+    On a store already made, this is one schema check under a lock held for milliseconds."""
+    if uri.partition(":")[0].lower() != "sqlite":
+        return
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    if not database or database == ":memory:" or uri in _INITIALISED:
+        return
+    import mlflow
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(store_lock_file(database)), timeout=STORE_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            # The first use of a client opens (and caches, for this process) the store: tables
+            # created and migrations run here, in this process only.
+            mlflow.MlflowClient(uri).search_experiments(max_results=1)
+        _INITIALISED.add(uri)
+    except Timeout:
+        raise _store_error(f"another process has held {lock.lock_file} for {STORE_LOCK_TIMEOUT_S:.0f} s while "
+                           f"creating the store {database}", "Wait for it to finish, or stop the pipeline "
+                           "or MLflow process that holds it") from None
 
 
 def describe_failure(what: str, error: Exception) -> str:
