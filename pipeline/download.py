@@ -21,7 +21,7 @@ from pipeline.data.datasets import get_dataset
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str = "mnist") -> None:
+def main(params: Params, dataset: str) -> None:
     target = artifacts.raw_dir(dataset)
     # Built in a temp folder and renamed: a failed check leaves no partial data/ behind.
     with artifacts.atomic_dir(target) as tmp:

@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from pipeline.models import count_params, create_model, get_model_spec, list_models
-from pipeline.models.crack import (
+from pipeline.models.transfer import (
     PretrainedWeightsError,
     freeze_batchnorm,
     head_parameters,

@@ -23,6 +23,7 @@ from pipeline.engine.optim import WeightAverage, build_optimizer, build_schedule
 from pipeline.engine.runtime import World, accelerator
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import ModelSpec
+from pipeline.models.transfer import freeze_batchnorm, set_trainable, transfer_phase
 
 # The training set normalised once per run, instead of once per batch per epoch, when the inputs
 # are the same every epoch (no augmentation) and fit in this many bytes (MNIST at 32x32: 221 MB).
@@ -43,21 +44,6 @@ def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch
 
 class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: nothing the run goes on to learn can be trusted."""
-
-
-def transfer_phase(strategy: str | None, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
-    """(part to train, lr) in this 1-based epoch of a model with a transfer `strategy` (its
-    registry entry's); None for a model trained whole from scratch.
-
-    feature: the new head only, throughout. finetune: everything from the start (a small lr).
-    progressive: the head for head_epochs epochs at lr, then everything at unfrozen_lr.
-    """
-    from pipeline.models.crack import trainable_part
-
-    if strategy is None:
-        return None
-    part = trainable_part(strategy, epoch - 1, cfg.head_epochs)
-    return part, cfg.unfrozen_lr if strategy == "progressive" and part == "all" else cfg.lr
 
 
 class TorchLearner:
@@ -111,8 +97,6 @@ class TorchLearner:
             self._enter_phase(phase)
 
     def _enter_phase(self, phase: tuple[str, float]) -> None:
-        from pipeline.models.crack import set_trainable
-
         part, lr = phase
         set_trainable(self.model, part)
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg, lr)
@@ -130,8 +114,6 @@ class TorchLearner:
         model, cfg, device = self.model, self.cfg, self.device
         model.train()
         if self.phase is not None:
-            from pipeline.models.crack import freeze_batchnorm
-
             freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
         # Every rank draws the same permutation (same seeded generator) and trains on its shard,
         # batch_size / world size images per step: together, the one-process run's batches.

@@ -132,7 +132,7 @@ class ImageClassifier:
         """uint8 [N, side, side] of the base64 files; one error naming every bad row."""
         from PIL import ImageFile, UnidentifiedImageError
 
-        from pipeline.data.crack import decode_image
+        from pipeline.data.images import decode_image
 
         pixels, problems = [], []
         # A truncated file must fail, not be padded with grey (some libraries flip this global).
