@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int | None:
     elif args.stage == "report":
         from pipeline import report
 
+        _check_stages(params)
         report.main(params)
     elif args.stage == "register":
         from pipeline import register
@@ -161,6 +162,21 @@ def _check_listed(params, args: argparse.Namespace) -> None:
     if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
         raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
                           f"add {dataset} to it to run its stages")
+
+
+def _check_stages(params) -> None:
+    """A dataset added to params.yaml without `pipeline stages` has no stages in dvc.yaml: say so
+    rather than report on data that was never made."""
+    dvc_file = Path("dvc.yaml")
+    if not dvc_file.is_file():
+        return
+    import yaml
+
+    stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
+    missing = [d for d in params.datasets if f"train_{d}" not in stages]
+    if missing:
+        raise ConfigError(f"{dvc_file} has no stages for {', '.join(missing)} of params.yaml `datasets`: run "
+                          "`pipeline stages` (it writes dvc.yaml from params.yaml), then `dvc repro`")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,19 +48,19 @@ def fetch(dest: Path, source: str | None, kaggle_dataset: str | None, folders: t
                        "environment variable to a folder holding the class folders or to a .zip of that layout.")
             archive = download_dataset(kaggle_dataset, work, offline_help=offline)
             described = f"Kaggle dataset {kaggle_dataset}"
-            base = _extract_and_locate(archive, work / "unzipped", described, folders, helptext)
+            base = _extract_andlocate(archive, work / "unzipped", described, folders, helptext)
             return _collect(base, dest, folders, move=True, helptext=helptext)
         described = f"source {source} ({setting})"
         if re.match(r"^https?://", source):
             archive = _download_url(source, work / "download.zip", described)
-            base = _extract_and_locate(archive, work / "unzipped", described, folders, helptext)
+            base = _extract_andlocate(archive, work / "unzipped", described, folders, helptext)
             return _collect(base, dest, folders, move=True, helptext=helptext)
         path = _source_path(source, described, helptext)
         if path.is_dir():
-            return _collect(_locate(path, described, folders, helptext), dest, folders, move=False,
+            return _collect(locate(path, described, folders, helptext), dest, folders, move=False,
                             helptext=helptext)
         if path.is_file():
-            base = _extract_and_locate(path, work / "unzipped", described, folders, helptext)
+            base = _extract_andlocate(path, work / "unzipped", described, folders, helptext)
             return _collect(base, dest, folders, move=True, helptext=helptext)
         raise DataError(f"{described}: no such folder or file. {helptext}")
 
@@ -106,11 +106,11 @@ def _download_url(url: str, target: Path, described: str) -> Path:
     return target
 
 
-def _extract_and_locate(archive: Path, target: Path, described: str, folders, helptext: str) -> Path:
+def _extract_andlocate(archive: Path, target: Path, described: str, folders, helptext: str) -> Path:
     if not zipfile.is_zipfile(archive):
         raise DataError(f"{described}: {archive} is neither a folder nor a .zip archive. {helptext}")
     safe_extract(archive, target, helptext)
-    return _locate(target, described, folders, helptext)
+    return locate(target, described, folders, helptext)
 
 
 def subfolders(folder: Path) -> list[Path]:
@@ -131,7 +131,7 @@ def _wrapper(folder: Path) -> bool:
     return not class_files(folder) and bool(subfolders(only))
 
 
-def _locate(root: Path, described: str, folders: tuple[str, ...] | None, helptext: str) -> Path:
+def locate(root: Path, described: str, folders: tuple[str, ...] | None, helptext: str) -> Path:
     """The folder holding the class folders: `root` itself or exactly one of its subfolders."""
     if folders is None:
         inner = subfolders(root)

@@ -95,6 +95,24 @@ def _folders(record: Dataset) -> tuple[str, ...] | None:
     return record.options.get("folders")
 
 
+def class_count(record: Dataset, params: Params) -> int:
+    """Its number of classes before a run: from its prepared data's report, else its local source
+    folder's class folders; 0 where neither can tell (a .zip, a URL)."""
+    from pipeline import artifacts
+
+    report = artifacts.prepare_report_file(record.name)
+    if report.is_file():
+        return len(json.loads(report.read_text()).get("classes", []))
+    where = source(record, params)
+    if where and Path(where).expanduser().is_dir():
+        try:
+            base = folder_source.locate(Path(where).expanduser(), where, _folders(record), "")
+            return len({f.rsplit("/", 1)[-1] for f in folder_source.class_folders(base, _folders(record))})
+        except DataError:
+            return 0
+    return 0
+
+
 def image_side(record: Dataset, params: Params) -> int:
     return params.prepare.get(record.name).image_size
 

@@ -257,4 +257,16 @@ DATASET = register_dataset(Dataset(
         "(1,797 digits of 13 writers), as scikit-learn ships it (sklearn.datasets.load_digits)", "CC BY 4.0",
         "8x8 counts of ink (17 grey levels) brought into MNIST's format as MNIST itself was made: "
         "scaled into a 20x20 box keeping the aspect ratio, anti-aliased, centred by centre of mass "
-        "in 28x28", _uci_digits)))
+        "in 28x28", _uci_digits),
+    # The sources' comparisons, one chart each (`dvc plots show`): title -> {model: column}, drawn
+    # for the first seed when every model of it is configured (pipeline.stages).
+    options={"plots": {
+        "lab-B 2 against 3 convolutions, validation accuracy": {"keras_cnn2": "val_accuracy",
+                                                                "keras_cnn3": "val_accuracy"},
+        "lab-B 2 against 3 convolutions, validation loss": {"keras_cnn2": "val_loss", "keras_cnn3": "val_loss"},
+        "lab-C logistic regression against CNNs, validation accuracy": {
+            "logreg": "val_accuracy", "cnn1": "val_accuracy", "cnn2": "val_accuracy"},
+        "lab-A deep against small models, validation accuracy": {
+            "classic_cnn": "val_accuracy", "lenet5": "val_accuracy", "vgg16": "val_accuracy",
+            "resnet50": "val_accuracy"},
+    }}))
