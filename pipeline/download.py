@@ -21,7 +21,8 @@ from pipeline.data.datasets import get_dataset
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str) -> None:
+def main(params: Params, dataset: str | None = None) -> None:
+    dataset = dataset or params.datasets[0]
     target = artifacts.raw_dir(dataset)
     # Built in a temp folder and renamed: a failed check leaves no partial data/ behind.
     with artifacts.atomic_dir(target) as tmp:

@@ -22,7 +22,8 @@ from pipeline.data.datasets import get_dataset
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str) -> None:
+def main(params: Params, dataset: str | None = None) -> None:
+    dataset = dataset or params.datasets[0]
     splits, report = get_dataset(dataset).prepare(params, artifacts.raw_dir(dataset))
     target = artifacts.prepared_file(dataset)
     with artifacts.atomic_path(target) as tmp:

@@ -42,14 +42,18 @@ def test_bad_datasets_are_named_with_the_valid_names(bad, expected):
     assert msg.startswith("params.yaml: datasets") and expected in msg and repr(bad) in msg
 
 
-def test_a_left_out_dataset_with_models_says_how_to_leave_it_out():
+def test_datasets_alone_decides_what_runs():
+    """`datasets: [mnist]` needs no placeholder: crack's models stay in params.yaml, unused, and
+    dvc.yaml as `pipeline stages` writes it has no crack stage at all."""
+    from pipeline import stages
+
     raw = real_params_dict()
     raw["datasets"] = ["mnist"]
-    msg = _error(raw)
-    assert "train.crack" in msg and "crack_cnn" in msg and "`crack: {}`" in msg and "['mnist']" in msg
-    raw["train"]["crack"] = {}
     params = parse_params(raw)
-    assert params.datasets == ("mnist",) and params.models("crack") == []
+    assert params.datasets == ("mnist",) and params.models("crack")
+    names = stages.pipeline_yaml(params)["stages"]
+    assert "train_mnist" in names and "evaluate_mnist" in names
+    assert not [n for n in names if "crack" in n] and "crack" not in stages.render(params)
 
 
 def test_a_listed_dataset_needs_models():

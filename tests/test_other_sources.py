@@ -148,7 +148,9 @@ def test_evaluate_scores_a_crack_model_on_sdnet_with_its_validation_threshold(
 def test_without_a_folder_crack_models_are_scored_on_no_other_source(workspace, mlflow_uri, monkeypatch):
     monkeypatch.delenv(CRACK_OTHER_SOURCE_ENV, raising=False)
     params = shrunk_params(models=[], crack_models=["crack_cnn"], datasets=["crack"])
-    assert params.crack_other_source() is None  # params.yaml's default
+    from pipeline.data.crack import other_source
+
+    assert other_source(params) is None  # params.yaml's default
     train.main(params, "crack", "crack_cnn")
     metrics = evaluate.main(params, "crack", "crack_cnn")
     assert not any(key.startswith("other_") for key in metrics)

@@ -44,8 +44,10 @@ def fetch(dest: Path, source: str | None, kaggle_dataset: str | None, folders: t
         if source is None:
             if kaggle_dataset is None:
                 raise DataError(f"{setting}: no source and no kaggle_dataset. {helptext}")
+            holding = " and ".join(f"{f}/" for f in folders) if folders else "one sub-folder per class"
             offline = (f"To use a local copy instead (offline), set {setting} in params.yaml or the {env} "
-                       "environment variable to a folder holding the class folders or to a .zip of that layout.")
+                       f"environment variable to a folder holding {holding} (e.g. a copy of the Kaggle "
+                       "dataset) or to a .zip of that layout.")
             archive = download_dataset(kaggle_dataset, work, offline_help=offline)
             described = f"Kaggle dataset {kaggle_dataset}"
             base = _extract_andlocate(archive, work / "unzipped", described, folders, helptext)
