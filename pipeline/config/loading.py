@@ -87,8 +87,9 @@ def _declare_folders(raw: dict[str, Any]) -> None:
     """Registers each folder declared under download (`<name>: {kind: imagefolder, ...}`) as a
     dataset, so that every later lookup of its name (a stage, the report) finds its record."""
     from pipeline.data import imagefolder
-    from pipeline.data.datasets import builtin_names, register_dataset
+    from pipeline.data.datasets import builtin_names, forget_declared, register_dataset
 
+    forget_declared()
     download = raw.get("download") or {}
     if not isinstance(download, dict):
         return  # the generic parser names the problem

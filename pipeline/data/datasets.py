@@ -158,6 +158,12 @@ def register_dataset(record: Dataset) -> Dataset:
     return record
 
 
+def forget_declared() -> None:
+    """Drops the folders a params.yaml declared: the next params parsed declare their own."""
+    for name in [n for n, record in _REGISTRY.items() if record.declared]:
+        del _REGISTRY[name]
+
+
 def _load_builtins() -> None:
     global _loaded
     if not _loaded:
