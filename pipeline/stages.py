@@ -65,7 +65,8 @@ def model_stages(params: Params, dataset: str) -> dict[str, Any]:
     plots: list[Any] = [{f"metrics/{dataset}/predictions/${{key}}.csv": {
         "cache": False, "template": "confusion", "x": "predicted", "y": "actual"}}]
     if _binary(params, dataset):
-        plots += [{f"metrics/{dataset}/roc/${{key}}.csv": {"cache": False, "template": "simple", "x": "fpr", "y": "tpr"}},
+        plots += [{f"metrics/{dataset}/roc/${{key}}.csv": {"cache": False, "template": "simple", "x": "fpr",
+                                                         "y": "tpr"}},
                   {f"metrics/{dataset}/pr/${{key}}.csv": {"cache": False, "template": "simple", "x": "recall",
                                                         "y": "precision"}}]
     return {

@@ -136,3 +136,12 @@ def test_mnist_alone_runs_its_stages_only_without_kaggle_credentials(tmp_path, s
     assert "## MNIST" in report and "logreg" in report and "CRACK" not in report
     assert (root / "reports" / "index.html").stat().st_size > 0
     assert json.loads((root / "data" / "mnist" / "prepare_report.json").read_text())["limit"] == 500
+
+
+def test_the_committed_dvc_yaml_is_what_pipeline_stages_writes():
+    """dvc.yaml is generated from params.yaml: a hand edit, or a params change without
+    `pipeline stages`, fails here (and CI) rather than run a DAG the params do not describe."""
+    from pipeline import stages
+
+    params = parse_params(real_params_dict())
+    assert (REPO / "dvc.yaml").read_text() == stages.render(params)

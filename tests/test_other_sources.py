@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, evaluate, train
-from pipeline.data.crack import OTHER_SOURCE_ENV as CRACK_OTHER_SOURCE_ENV
 from pipeline.data import sdnet, uci_digits
+from pipeline.data.crack import OTHER_SOURCE_ENV as CRACK_OTHER_SOURCE_ENV
 from pipeline.data.errors import DataError
 from tests.conftest import REPO, shrunk_params
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config.schema import DATASET_SECTIONS, ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
+from pipeline.config.schema import ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
 
 PARAMS_FILE = Path("params.yaml")
 
