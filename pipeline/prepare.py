@@ -5,7 +5,7 @@
 
 Output: uint8 image tensors and int64 labels for train / val / test, so that training never
 decodes an image, and the data version that identifies them; how each dataset splits is its own
-module's (pipeline.data.mnist, pipeline.data.crack). The test split is held out here and selects
+kind's (pipeline.data.mnist, pipeline.data.imagefolder). The test split is held out here and selects
 nothing downstream.
 """
 from __future__ import annotations
