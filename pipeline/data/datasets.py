@@ -13,7 +13,6 @@ config reads this file, and must stay light for the train stage's MLflow child t
 """
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
 
     from pipeline.config import Params
 
-# The modules that register the built-in datasets, in the report's default order. A new kind of
-# source is one module here; a new folder of images is one params.yaml entry (no module).
-BUILTIN_MODULES = ("pipeline.data.mnist", "pipeline.data.crack")
 
 
 @dataclass(frozen=True)
@@ -147,6 +143,9 @@ class Dataset:
 
 _REGISTRY: dict[str, Dataset] = {}
 _loaded = False
+# The built-in datasets' order (the default report's, and each multi-dataset model's home first),
+# whichever module a caller imported first.
+BUILTIN_ORDER = ("mnist", "crack")
 
 
 def register_dataset(record: Dataset) -> Dataset:
@@ -168,14 +167,16 @@ def _load_builtins() -> None:
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN_MODULES:
-            importlib.import_module(module)
+        # A new kind of source is one module imported here (and named in BUILTIN_ORDER); a new
+        # folder of images is one params.yaml entry (no module).
+        from pipeline.data import crack, mnist  # noqa: F401
 
 
 def registered() -> dict[str, Dataset]:
     """name -> record: the built-in datasets, then those declared by the params parsed last."""
     _load_builtins()
-    return dict(_REGISTRY)
+    rank = {name: k for k, name in enumerate(BUILTIN_ORDER)}
+    return dict(sorted(_REGISTRY.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def builtin_names() -> list[str]:

@@ -91,6 +91,10 @@ def source(record: Dataset, params: Params) -> str | None:
     return os.environ.get(source_env(record)) or params.download.get(record.name).source
 
 
+def kaggle_source(record: Dataset, params: Params) -> str:
+    return f"Kaggle dataset {params.download.get(record.name).kaggle_dataset}"
+
+
 def _folders(record: Dataset) -> tuple[str, ...] | None:
     return record.options.get("folders")
 
@@ -167,8 +171,9 @@ def prepare(record: Dataset, params: Params, raw: Path) -> tuple[dict, dict]:
             parts["train"], parts["val"] = parts["train"][fit], parts["train"][val]
     display = record.fixed_class_names or tuple(classes)
     unreadable = {cls: sum(s["file"].split("/")[-2] == cls for s in skipped) for cls in classes}
-    check_classes({part: labels[index].numpy() for part, index in parts.items()}, list(display),
-                  f"the {record.name} images in {raw}",
+    # Named by folder: what the user sees in the source (crack's "Negative", not "no crack").
+    check_classes({part: labels[index].numpy() for part, index in parts.items()}, list(classes),
+                  f"the {record.name} images in {raw} (from {source(record, params) or kaggle_source(record, params)})",
                   f"files skipped as unreadable or duplicates: {unreadable}. Add readable images of that "
                   f"class to the source (download.{record.name}.source or {source_env(record)}) and run "
                   f"`pipeline download --dataset {record.name}`, or raise prepare.{record.name}.limit")

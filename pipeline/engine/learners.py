@@ -23,7 +23,6 @@ from pipeline.engine.optim import WeightAverage, build_optimizer, build_schedule
 from pipeline.engine.runtime import World, accelerator
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import ModelSpec
-from pipeline.models.transfer import freeze_batchnorm, set_trainable, transfer_phase
 
 # The training set normalised once per run, instead of once per batch per epoch, when the inputs
 # are the same every epoch (no augmentation) and fit in this many bytes (MNIST at 32x32: 221 MB).
@@ -92,11 +91,15 @@ class TorchLearner:
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
+        from pipeline.models.transfer import transfer_phase
+
         phase = transfer_phase(self.strategy, self.cfg, epoch)
         if phase is not None and phase != self.phase:
             self._enter_phase(phase)
 
     def _enter_phase(self, phase: tuple[str, float]) -> None:
+        from pipeline.models.transfer import set_trainable
+
         part, lr = phase
         set_trainable(self.model, part)
         self.optimizer = build_optimizer([p for p in self.model.parameters() if p.requires_grad], self.cfg, lr)
@@ -114,6 +117,8 @@ class TorchLearner:
         model, cfg, device = self.model, self.cfg, self.device
         model.train()
         if self.phase is not None:
+            from pipeline.models.transfer import freeze_batchnorm
+
             freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
         # Every rank draws the same permutation (same seeded generator) and trains on its shard,
         # batch_size / world size images per step: together, the one-process run's batches.

@@ -120,9 +120,14 @@ class UnknownModelError(ValueError):
     pass
 
 
+# The family modules, in the listing's order (whichever a caller imported first).
+FAMILIES = ("classic", "transfer", "deep", "lenet", "numpy_cnn")
+
+
 def list_models(dataset: str | None = None) -> list[str]:
     _load_families()
-    return [n for n, s in _REGISTRY.items() if dataset is None or dataset in s.datasets]
+    ordered = sorted(_REGISTRY.values(), key=lambda s: FAMILIES.index(s.builder.__module__.rpartition(".")[2]))
+    return [s.name for s in ordered if dataset is None or dataset in s.datasets]
 
 
 def get_model_spec(name: str) -> ModelSpec:
