@@ -243,7 +243,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict"):
+    if args.stage in ("models", "profile", "predict", "stages"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
