@@ -4,9 +4,12 @@ folder; bad folders fail naming the folder, before any training; mixed sizes and
 converted; the user's own train/val/test folders are kept, with byte duplicates removed."""
 from __future__ import annotations
 
+import functools
+import http.server
 import io
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -173,6 +176,26 @@ def test_a_zip_of_the_folder_is_a_source(work, tmp_path):
     download.main(params, "decks")
     assert sorted(p.name for p in (work / "data" / "decks" / "raw").iterdir()) == ["cracked", "sound"]
     assert len(list((source / "cracked").iterdir())) == 10
+
+
+def test_an_http_url_of_a_zip_is_a_source_and_a_missing_one_is_named(work, tmp_path, monkeypatch):
+    make_folder(tmp_path / "site" / "photos", {"cracked": 8, "sound": 8})
+    shutil.make_archive(str(tmp_path / "site" / "decks"), "zip", tmp_path / "site" / "photos")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        download.main(parse_params(folder_params_dict(f"{base}/decks.zip")), "decks")
+        assert [len(list(p.iterdir())) for p in sorted((work / "data" / "decks" / "raw").iterdir())] == [8, 8]
+        shutil.rmtree(work / "data")
+        with pytest.raises(DataError, match=f"source {base}/gone.zip .*download failed .*404"):
+            download.main(parse_params(folder_params_dict(f"{base}/gone.zip")), "decks")
+        assert not (work / "data" / "decks" / "raw").exists()
+    finally:
+        server.shutdown()
 
 
 def test_declaring_a_folder_is_checked_with_the_fix_named():
