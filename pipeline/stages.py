@@ -7,9 +7,9 @@ DVC has no conditionals, and a `foreach` over `train.<dataset>` fails when that 
 missing; so the stages are written from the params instead: a dataset listed in `datasets` gets
 its download, prepare, train_<dataset>, evaluate_<dataset> and register stages, a dataset left
 out gets none. Each stage keeps its DVC name (download@mnist, train_crack@crack_cnn, ...) and
-`foreach` over the params, so `dvc repro`, `dvc exp run -S train.mnist.cnn1.lr=...` and dvc.lock
-work as before; only adding a dataset (or a model, under `dvc exp run -S`) needs this command
-first, and the report stage refuses to run on a dvc.yaml that lags behind params.yaml.
+`foreach` over the params, so `dvc repro`, `dvc exp run -S train.mnist.cnn1.lr=...` (a new model
+under train.<dataset> too) and dvc.lock work as before; only adding or removing a dataset needs
+this command first, and the report stage refuses to run while a listed dataset has no stages.
 
 Code deps: every project module the stage's command imports, as the packages that hold them;
 tests/test_dag_deps.py computes the imports and fails when a dep is missing or unused. The
