@@ -136,10 +136,6 @@ class Dataset:
         """A user's image file, decoded as the prepare stage decodes its images."""
         return self.kind.decode(self, data, params)
 
-    def section(self, params: Params, section: str) -> Any:
-        """This dataset's entry of a params.yaml section (`params.prepare.<name>`)."""
-        return getattr(params, section).get(self.name)
-
 
 _REGISTRY: dict[str, Dataset] = {}
 _loaded = False

@@ -120,11 +120,8 @@ def subfolders(folder: Path) -> list[Path]:
                   if p.is_dir() and not p.name.startswith(".") and p.name not in IGNORED)
 
 
-def _is_layout(folder: Path, folders: tuple[str, ...] | None) -> bool:
-    if folders is not None:
-        return all((folder / cls).is_dir() for cls in folders)
-    names = {p.name for p in subfolders(folder)}
-    return {"train", "test"} <= names or len(names) >= 2 or (len(names) == 1 and not _wrapper(folder))
+def _has_folders(folder: Path, folders: tuple[str, ...]) -> bool:
+    return all((folder / cls).is_dir() for cls in folders)
 
 
 def _wrapper(folder: Path) -> bool:
@@ -143,9 +140,9 @@ def locate(root: Path, described: str, folders: tuple[str, ...] | None, helptext
             raise DataError(f"{described}: no class folders in {root} (images directly in it cannot be "
                             f"labelled). {helptext}")
         return root
-    if _is_layout(root, folders):
+    if _has_folders(root, folders):
         return root
-    found = [p for p in subfolders(root) if _is_layout(p, folders)]
+    found = [p for p in subfolders(root) if _has_folders(p, folders)]
     if len(found) == 1:
         return found[0]
     if found:
