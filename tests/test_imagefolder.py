@@ -219,3 +219,35 @@ def test_decoding_for_predict_is_the_prepare_stages(work, tmp_path):
     assert pixels.shape == (3, 32, 32)
     gray = Image.open(io.BytesIO(data)).convert("L")
     assert gray.size == (256, 256)
+
+
+def test_several_folders_are_declared_under_their_own_names_and_each_gets_its_stages(tmp_path):
+    from pipeline import stages
+
+    make_folder(tmp_path / "decks", {"cracked": 4, "sound": 4, "stained": 4})
+    raw = folder_params_dict(tmp_path / "decks")
+    raw["download"]["walls"] = {"kind": "imagefolder", "source": str(tmp_path / "walls")}
+    raw["train"]["walls"] = {"crack_cnn": raw["train"]["decks"]["crack_cnn"]}
+    raw["datasets"] = ["decks", "walls", "mnist"]
+    params = parse_params(raw)
+    assert get_dataset("walls").declared and get_dataset("decks").declared
+    dag = stages.pipeline_yaml(params)["stages"]
+    assert {"train_decks", "evaluate_decks", "train_walls", "evaluate_walls", "train_mnist"} <= set(dag)
+    # Three class folders: not binary, so no ROC or precision-recall plots are declared for it.
+    assert not any("roc" in str(p) for p in dag["evaluate_decks"]["do"]["plots"])
+
+
+def test_the_served_models_png_and_decoding_keep_rgb(tmp_path):
+    """What a client sends (serving.encode_png) decodes back to the same pixels, gray or RGB."""
+    import base64
+
+    import numpy as np
+
+    from pipeline.data.images import decode_image
+    from pipeline.tracking.serving import encode_png
+
+    pixels = decode_image(deck_photos("CD")[0].read_bytes(), 32, 3)
+    assert pixels.shape == (3, 32, 32) and np.ptp(pixels) > 0
+    assert np.array_equal(decode_image(base64.b64decode(encode_png(pixels)), 32, 3), pixels)
+    gray = decode_image(deck_photos("CD")[0].read_bytes(), 32)
+    assert np.array_equal(decode_image(base64.b64decode(encode_png(gray)), 32), gray)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config.schema import ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
+from pipeline.config.schema import DATASET_SECTIONS, ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -56,7 +56,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         if not isinstance(raw, dict):
             raise ConfigError(f"top level: expected a mapping, got {raw!r}")
         _declare_folders(raw)
-        return _parse_dataclass(Params, raw, "")
+        return _parse_dataclass(Params, _with_listed_sections(raw), "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -102,6 +102,30 @@ def _declare_folders(raw: dict[str, Any]) -> None:
                 raise ConfigError(f"download.{name}.kind: {name} is a built-in dataset; declare your folder "
                                   "under another name")
             register_dataset(imagefolder.declared(name, (raw.get("prepare") or {}).get(name)))
+
+
+def _with_listed_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with an empty entry for each listed dataset's section it leaves out: its defaults (a
+    declared folder's prepare settings), or an error naming the first required key."""
+    from pipeline.data.datasets import get_dataset
+
+    listed = raw.get("datasets")
+    if not isinstance(listed, list):
+        return raw  # the generic parser names the problem
+    raw = dict(raw)
+    for section in DATASET_SECTIONS:
+        entries = raw.get(section, {})
+        if not isinstance(entries, dict):
+            continue
+        for name in listed:
+            try:
+                record = get_dataset(name)
+            except (ValueError, TypeError):
+                continue  # Params names the unknown dataset with the known ones
+            if section in record.sections and section != "evaluate" and name not in entries:
+                entries = {**entries, name: {}}
+        raw[section] = entries
+    return raw
 
 
 def _parse_sections(raw: Any, where: str) -> DatasetSections:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.config.checks import ConfigError, check
-from pipeline.data.datasets import get_dataset, registered
+from pipeline.data.datasets import registered
 
 MAX_LR = 10.0
 # The params.yaml sections that hold one entry per dataset, each parsed with the dataclass its
@@ -192,9 +192,6 @@ class Params:
             if not self.train.get(dataset):
                 raise ConfigError(f"datasets lists {dataset} but train.{dataset} has no models: add one "
                                   f"(see `pipeline models`) or leave {dataset} out of datasets")
-            for section in ("download", "prepare"):
-                if section in get_dataset(dataset).sections and getattr(self, section).get(dataset) is None:
-                    raise ConfigError(f"missing key '{section}.{dataset}' (dataset {dataset} is in datasets)")
         for dataset in self.train:
             if dataset not in known:
                 raise ConfigError(f"train.{dataset}: unknown dataset; known: {', '.join(known)}")
