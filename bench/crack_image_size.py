@@ -23,11 +23,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.machine import machine_info  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
-from pipeline.data import crack  # noqa: E402
+from pipeline.data import imagefolder  # noqa: E402
+from pipeline.data.datasets import get_dataset  # noqa: E402
 from pipeline.engine import runtime  # noqa: E402
 from pipeline.engine.inference import loss_and_accuracy  # noqa: E402
 from pipeline.engine.learners import build_learner  # noqa: E402
-from pipeline.prepare import split_three_ways  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,9 +47,11 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         t0 = time.perf_counter()
-        images, labels, _, skipped = crack.load_images(args.images, size)
+        folders = list(get_dataset("crack").options["folders"])
+        images, labels, _, skipped = imagefolder.load_images(args.images, folders, folders, size)
         decode = time.perf_counter() - t0
-        parts = split_three_ways(labels.numpy(), dataclasses.replace(params.prepare.crack, image_size=size))
+        parts = imagefolder.split_three_ways(labels.numpy(), dataclasses.replace(params.prepare.crack, image_size=size),
+                                             folders, "crack")
         train_idx, val_idx = (torch.as_tensor(parts[k]) for k in ("train", "val"))
         device = runtime.setup(params.runtime, params.seeds[0])
         learner = build_learner("crack_cnn", "crack", dataclasses.replace(cfg, input_size=size), device,

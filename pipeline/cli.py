@@ -8,6 +8,7 @@
     pipeline register --dataset mnist   # its best model -> models:/mnist-classifier@champion
     pipeline predict --dataset mnist [--model lenet5] [--json] digit.png ...
     pipeline models [--json]
+    pipeline stages [--check]  # dvc.yaml's stages from params.yaml `datasets` and models
     pipeline profile full      # merge profiles/full.yaml into params.yaml
 """
 from __future__ import annotations
@@ -24,7 +25,8 @@ import time
 from pathlib import Path
 
 from pipeline.config import ConfigError
-from pipeline.data.datasets import DATASETS
+
+DATASET_HELP = "a name of params.yaml `datasets` (default: its first)"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,17 +35,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="stage", required=True)
     for stage in ("download", "prepare"):
         p = sub.add_parser(stage)
-        p.add_argument("--dataset", choices=DATASETS, default="mnist")
+        p.add_argument("--dataset", help=DATASET_HELP)
     for stage in ("train", "evaluate"):
         p = sub.add_parser(stage)
-        p.add_argument("--dataset", choices=DATASETS, default="mnist")
+        p.add_argument("--dataset", required=True, help="a name of params.yaml `datasets`")
         p.add_argument("--model", required=True, help="a name from `pipeline models`")
     sub.add_parser("report")
     p = sub.add_parser("register", help="register a dataset's best model as <dataset>-classifier@champion")
-    p.add_argument("--dataset", choices=DATASETS, help="default: each dataset of params.yaml `datasets`")
+    p.add_argument("--dataset", help="default: each dataset of params.yaml `datasets`")
     p = sub.add_parser("predict", help="classify image files (PNG, JPEG)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--model", help="a model of params.yaml (default: the registry's champion)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of lines")
     p.add_argument("--allow-small", action="store_true",
@@ -51,6 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "instead of refusing them")
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
+    p = sub.add_parser("stages", help="write dvc.yaml's stages for params.yaml `datasets` and models")
+    p.add_argument("--check", action="store_true", help="fail if dvc.yaml is not what would be written")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
     p.add_argument("name", help="e.g. full or source")
     return parser
@@ -73,6 +77,11 @@ def run(args: argparse.Namespace) -> int | None:
     if args.stage == "train":
         return _train(args)
     params = _load_params(args)
+    if args.stage == "stages":
+        from pipeline import stages
+
+        stages.main(params, check=args.check)
+        return
     if args.stage == "download":
         from pipeline import download
 
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int | None:
     elif args.stage == "report":
         from pipeline import report
 
+        _check_stages(params)
         report.main(params)
     elif args.stage == "register":
         from pipeline import register
@@ -139,10 +149,34 @@ def _load_params(args: argparse.Namespace):
 
 def _check_listed(params, args: argparse.Namespace) -> None:
     """A dataset's stages run only while params.yaml lists it (predict reads a registry instead)."""
+    from pipeline.data.datasets import get_dataset
+
+    if hasattr(args, "dataset") and args.dataset is None and args.stage != "register":
+        args.dataset = params.datasets[0]
     dataset = getattr(args, "dataset", None)
+    if dataset is not None:
+        try:
+            get_dataset(dataset)
+        except ValueError as e:
+            raise ConfigError(f"--dataset: {e}") from None
     if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
         raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
                           f"add {dataset} to it to run its stages")
+
+
+def _check_stages(params) -> None:
+    """A dataset added to params.yaml without `pipeline stages` has no stages in dvc.yaml: say so
+    rather than report on data that was never made."""
+    dvc_file = Path("dvc.yaml")
+    if not dvc_file.is_file():
+        return
+    import yaml
+
+    stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
+    missing = [d for d in params.datasets if f"train_{d}" not in stages]
+    if missing:
+        raise ConfigError(f"{dvc_file} has no stages for {', '.join(missing)} of params.yaml `datasets`: run "
+                          "`pipeline stages` (it writes dvc.yaml from params.yaml), then `dvc repro`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,7 +254,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict"):
+    if args.stage in ("models", "profile", "predict", "stages"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))

@@ -11,16 +11,17 @@ metrics/<dataset>/seeds/<model>.json).
 Either way the run's logged model does everything, through the same image path as
 `mlflow models serve` (pipeline.tracking.serving).
 
-Preprocessing is the training's: every file is decoded as the prepare stage decodes crack
-photos (grayscale, resized with Lanczos to the cached side: `prepare.crack.image_size` for crack,
-28 for MNIST, so a 28x28 grayscale digit is read unchanged), then turned into the model's input
+Preprocessing is the training's: every file is decoded as the prepare stage decodes an image
+folder's files (gray or RGB as the dataset, resized with Lanczos to the cached side:
+`prepare.<dataset>.image_size` for an image folder, 28 for MNIST, so a 28x28 grayscale digit is
+read unchanged), then turned into the model's input
 by the model's own preset, at the input size its run was trained with. MNIST digits are white on
 black, as in the dataset. Crack: the class is "crack" when the crack probability reaches the
 threshold the evaluate stage chose on the validation split (the run's `threshold` metric).
 
 All files are read before anything is classified: one unreadable, missing or non-image file
 stops the command with a message naming each such file, and prints no prediction. So does an
-image under half the side of the training images (MNIST 28, crack `prepare.crack.image_size`):
+image under half the side of the training images (MNIST 28, an image folder its `image_size`):
 upscaled from a few pixels it holds nothing the model can read, yet would get a confident answer.
 `--allow-small` classifies such images with a warning. The tracking store is only read: where
 there is none, the command says so instead of creating an empty one.
@@ -62,7 +63,8 @@ def main(params: Params, dataset: str, files: list[str], model: str | None = Non
          as_json: bool = False, allow_small: bool = False) -> list[Prediction]:
     if model is not None:
         params.train_config(dataset, model)  # an unknown name fails with the valid ones
-    images = read_images(files, get_dataset(dataset).image_side(params), allow_small)
+    record = get_dataset(dataset)
+    images = read_images(files, record.image_side(params), allow_small)
     check_store()
     check_store_exists()
     model_uri, run_id = resolve_model(dataset, model)

@@ -5,7 +5,7 @@
 
 Output: uint8 image tensors and int64 labels for train / val / test, so that training never
 decodes an image, and the data version that identifies them; how each dataset splits is its own
-module's (pipeline.data.mnist, pipeline.data.crack). The test split is held out here and selects
+kind's (pipeline.data.mnist, pipeline.data.imagefolder). The test split is held out here and selects
 nothing downstream.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pipeline.data.datasets import get_dataset
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str = "mnist") -> None:
+def main(params: Params, dataset: str | None = None) -> None:
+    dataset = dataset or params.datasets[0]
     splits, report = get_dataset(dataset).prepare(params, artifacts.raw_dir(dataset))
     target = artifacts.prepared_file(dataset)
     with artifacts.atomic_path(target) as tmp:

@@ -94,7 +94,7 @@ def test_cli_rejects_bad_params_before_any_work(tmp_path):
     raw = real_params_dict()
     raw["train"]["mnist"]["lenet5"]["epochs"] = -3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    for argv in (["download"], ["train", "--model", "lenet5"]):
+    for argv in (["download"], ["train", "--dataset", "mnist", "--model", "lenet5"]):
         proc = subprocess.run([sys.executable, "-m", "pipeline", *argv], cwd=tmp_path,
                               capture_output=True, text=True)
         assert proc.returncode == 2
@@ -105,7 +105,7 @@ def test_cli_rejects_bad_params_before_any_work(tmp_path):
 
 def test_cli_unknown_model(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(real_params_dict()))
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "train", "--model", "vgg17"],
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "train", "--dataset", "mnist", "--model", "vgg17"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "unknown model 'vgg17'" in proc.stderr and "lenet5" in proc.stderr
@@ -160,7 +160,7 @@ def test_source_profile_restores_each_sources_own_settings(tmp_path):
 def test_a_model_on_a_dataset_it_does_not_serve_is_refused():
     raw = real_params_dict()
     raw["train"]["mnist"]["crack_cnn"] = raw["train"]["crack"]["crack_cnn"]
-    assert "train.mnist.crack_cnn: model 'crack_cnn' trains on crack only" in _error(raw)
+    assert "train.mnist.crack_cnn: model 'crack_cnn' trains on crack and on image folders only" in _error(raw)
     # The deep models' builders serve both datasets.
     raw = real_params_dict()
     raw["train"]["crack"]["tiny_resnet"] = raw["train"]["mnist"]["tiny_resnet"]

@@ -18,12 +18,13 @@ import torch
 import yaml
 
 from pipeline import artifacts, download, prepare
-from pipeline.data import crack_source, images
+from pipeline.data import folder_source, images
 from pipeline.data.errors import DataError
 from pipeline.data.kaggle_download import credentials_found
 from tests.conftest import REPO, shrunk_params, shrunk_params_dict
 
 PER_CLASS = 40
+CLASSES = ("Negative", "Positive")  # the crack record's class folders, in label order
 KAGGLE_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR", "XDG_CONFIG_HOME",
               "KAGGLE_API_ENVIRONMENT", "PIPELINE_CRACK_SOURCE")
 
@@ -32,7 +33,7 @@ KAGGLE_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFI
 def crack_slice(tmp_path, shared_crack) -> Path:
     """The first PER_CLASS real images of each class, copied (tests may damage them)."""
     root = tmp_path / "slice"
-    for cls in crack_source.CLASSES:
+    for cls in CLASSES:
         (root / cls).mkdir(parents=True)
         for src in sorted((shared_crack / cls).glob("*.jpg"))[:PER_CLASS]:
             shutil.copyfile(src, root / cls / src.name)
@@ -74,7 +75,7 @@ def test_missing_credentials_say_how_to_set_them_and_how_to_work_offline(work, c
     message = str(e.value)
     for needed in ("no Kaggle credentials", "arunrk7/surface-crack-detection", "KAGGLE_USERNAME",
                    "KAGGLE_KEY", "~/.kaggle/kaggle.json", "chmod 600", "https://www.kaggle.com/settings",
-                   "download.crack.source", "PIPELINE_CRACK_SOURCE", "Positive/ and Negative/"):
+                   "download.crack.source", "PIPELINE_CRACK_SOURCE", "Negative/ and Positive/"):
         assert needed in message
     assert "Authentication required" not in capsys.readouterr().out  # the client was never asked
     assert_no_raw_left(work)
@@ -175,7 +176,8 @@ def make_zip(path: Path, folder: Path, prefix: str = "") -> Path:
 @pytest.mark.parametrize("prefix", ["", "surface-crack-detection/"])
 def test_zip_source(work, crack_slice, tmp_path, prefix):
     archive = make_zip(tmp_path / "cracks.zip", crack_slice, prefix)
-    counts = crack_source.fetch(_empty(tmp_path / "dest"), str(archive), "unused/dataset")
+    counts = folder_source.fetch(_empty(tmp_path / "dest"), str(archive), "unused/dataset", CLASSES,
+                                  "download.crack.source", "PIPELINE_CRACK_SOURCE")
     assert counts == {"Negative": PER_CLASS, "Positive": PER_CLASS}
     assert files_of(tmp_path / "dest") == files_of(crack_slice)
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["Negative", "Positive"]  # no leftovers
@@ -206,7 +208,7 @@ def test_unsafe_zip_member_is_refused_before_anything_is_written(work, crack_sli
             zf.writestr(member, "pwned")
     target = _empty(tmp_path / "target")
     with pytest.raises(DataError) as e:
-        crack_source.safe_extract(archive, target)
+        folder_source.safe_extract(archive, target)
     assert member in str(e.value) and str(archive) in str(e.value) and problem in str(e.value)
     assert list(target.iterdir()) == [] and not (tmp_path / "evil.txt").exists()
     # Through the stage: nothing in data/crack either.
@@ -217,7 +219,7 @@ def test_unsafe_zip_member_is_refused_before_anything_is_written(work, crack_sli
 
 @pytest.mark.parametrize("make_source, expected", [
     (lambda tmp: tmp / "no-such-folder", "no such folder or file"),
-    (lambda tmp: _empty(tmp / "empty-folder"), "no Positive/ and Negative/ folders"),
+    (lambda tmp: _empty(tmp / "empty-folder"), "no Negative/ and Positive/ folders"),
     (lambda tmp: (tmp / "notes.txt", (tmp / "notes.txt").write_text("hi"))[0], "neither a folder nor a .zip"),
 ])
 def test_bad_source_names_itself_and_the_setting(work, tmp_path, make_source, expected):
@@ -268,7 +270,7 @@ def test_split_is_stratified_disjoint_and_reproducible(work, crack_slice):
         x, y = data[f"{part}_x"], data[f"{part}_y"]
         assert x.dtype == torch.uint8 and x.shape == (len(y), 32, 32) and y.dtype == torch.int64
         assert len(names[part]) == len(y)
-        assert [n.split("/")[0] for n in names[part]] == [crack_source.CLASSES[k] for k in y.tolist()]
+        assert [n.split("/")[0] for n in names[part]] == [CLASSES[k] for k in y.tolist()]
         for label in (0, 1):
             assert abs(int((y == label).sum()) - fraction * PER_CLASS) <= 1
     assert data["image_size"] == 32 and data["classes"] == ["Negative", "Positive"]

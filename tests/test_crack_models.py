@@ -8,7 +8,9 @@ import torchvision
 from torch import nn
 
 from pipeline.models import count_params, create_model, get_model_spec, list_models
-from pipeline.models.crack import (
+from pipeline.models.listing import describe_models
+from pipeline.models.summary import format_layer_table, layer_table
+from pipeline.models.transfer import (
     PretrainedWeightsError,
     freeze_batchnorm,
     head_parameters,
@@ -16,8 +18,6 @@ from pipeline.models.crack import (
     set_trainable,
     trainable_part,
 )
-from pipeline.models.listing import describe_models
-from pipeline.models.summary import format_layer_table, layer_table
 
 RESNETS = ["resnet18_feature", "resnet18_finetune", "resnet18_progressive"]
 # ResNet-18 is 11,689,512 params with its 1000-class head (512*1000 + 1000 = 513,000); the new

@@ -42,14 +42,18 @@ def test_bad_datasets_are_named_with_the_valid_names(bad, expected):
     assert msg.startswith("params.yaml: datasets") and expected in msg and repr(bad) in msg
 
 
-def test_a_left_out_dataset_with_models_says_how_to_leave_it_out():
+def test_datasets_alone_decides_what_runs():
+    """`datasets: [mnist]` needs no placeholder: crack's models stay in params.yaml, unused, and
+    dvc.yaml as `pipeline stages` writes it has no crack stage at all."""
+    from pipeline import stages
+
     raw = real_params_dict()
     raw["datasets"] = ["mnist"]
-    msg = _error(raw)
-    assert "train.crack" in msg and "crack_cnn" in msg and "`crack: {}`" in msg and "['mnist']" in msg
-    raw["train"]["crack"] = {}
     params = parse_params(raw)
-    assert params.datasets == ("mnist",) and params.models("crack") == []
+    assert params.datasets == ("mnist",) and params.models("crack")
+    names = stages.pipeline_yaml(params)["stages"]
+    assert "train_mnist" in names and "evaluate_mnist" in names
+    assert not [n for n in names if "crack" in n] and "crack" not in stages.render(params)
 
 
 def test_a_listed_dataset_needs_models():
@@ -132,3 +136,12 @@ def test_mnist_alone_runs_its_stages_only_without_kaggle_credentials(tmp_path, s
     assert "## MNIST" in report and "logreg" in report and "CRACK" not in report
     assert (root / "reports" / "index.html").stat().st_size > 0
     assert json.loads((root / "data" / "mnist" / "prepare_report.json").read_text())["limit"] == 500
+
+
+def test_the_committed_dvc_yaml_is_what_pipeline_stages_writes():
+    """dvc.yaml is generated from params.yaml: a hand edit, or a params change without
+    `pipeline stages`, fails here (and CI) rather than run a DAG the params do not describe."""
+    from pipeline import stages
+
+    params = parse_params(real_params_dict())
+    assert (REPO / "dvc.yaml").read_text() == stages.render(params)

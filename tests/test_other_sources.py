@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from pipeline import artifacts, evaluate, train
-from pipeline.config.schema import CRACK_OTHER_SOURCE_ENV
 from pipeline.data import sdnet, uci_digits
+from pipeline.data.crack import OTHER_SOURCE_ENV as CRACK_OTHER_SOURCE_ENV
+from pipeline.data.crack import other_source
 from pipeline.data.errors import DataError
 from tests.conftest import REPO, shrunk_params
 
@@ -96,7 +97,7 @@ def test_sdnet_subset_matches_its_sha256sums(sdnet_photos):
     assert len(names) == 200 == len(set(names))
     assert sum(n.startswith("CD/") for n in names) == 100 == sum(n.startswith("UD/") for n in names)
     params = shrunk_params(evaluate={"crack": {"other_source": str(sdnet_photos)}})
-    images, labels = sdnet.load(params, 64)
+    images, labels = sdnet.load(other_source(params), 64)
     assert images.shape == (200, 64, 64) and images.dtype == np.uint8 and labels.sum() == 100
 
 
@@ -148,7 +149,7 @@ def test_evaluate_scores_a_crack_model_on_sdnet_with_its_validation_threshold(
 def test_without_a_folder_crack_models_are_scored_on_no_other_source(workspace, mlflow_uri, monkeypatch):
     monkeypatch.delenv(CRACK_OTHER_SOURCE_ENV, raising=False)
     params = shrunk_params(models=[], crack_models=["crack_cnn"], datasets=["crack"])
-    assert params.crack_other_source() is None  # params.yaml's default
+    assert other_source(params) is None  # params.yaml's default
     train.main(params, "crack", "crack_cnn")
     metrics = evaluate.main(params, "crack", "crack_cnn")
     assert not any(key.startswith("other_") for key in metrics)

@@ -3,15 +3,13 @@ explained once), its loading, and profiles (`pipeline profile NAME`)."""
 from pipeline.config.loading import PARAMS_FILE, check_device, load_params, merge_overrides, parse_params
 from pipeline.config.schema import (
     ConfigError,
-    CrackPrepareConfig,
     CudaConfig,
+    DatasetSections,
     DistributedConfig,
     Params,
-    PrepareConfig,
     RuntimeConfig,
     TrainConfig,
 )
 
-__all__ = ["PARAMS_FILE", "ConfigError", "CrackPrepareConfig", "CudaConfig", "DistributedConfig", "Params",
-           "PrepareConfig", "RuntimeConfig", "TrainConfig", "check_device", "load_params", "merge_overrides",
-           "parse_params"]
+__all__ = ["PARAMS_FILE", "ConfigError", "CudaConfig", "DatasetSections", "DistributedConfig", "Params",
+           "RuntimeConfig", "TrainConfig", "check_device", "load_params", "merge_overrides", "parse_params"]

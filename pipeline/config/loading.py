@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.config.schema import ConfigError, Params, RuntimeConfig, TrainConfig
+from pipeline.config.schema import DATASET_SECTIONS, ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -53,7 +53,10 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     model registry by pipeline.models.checks (the CLI runs both), so that this module, which every
     stage imports, does not import the models."""
     try:
-        return _parse_dataclass(Params, raw, "")
+        if not isinstance(raw, dict):
+            raise ConfigError(f"top level: expected a mapping, got {raw!r}")
+        _declare_folders(raw)
+        return _parse_dataclass(Params, _with_listed_sections(raw), "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
@@ -78,6 +81,70 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str 
         else:
             base[key] = value
     return base
+
+
+def _declare_folders(raw: dict[str, Any]) -> None:
+    """Registers each folder declared under download (`<name>: {kind: imagefolder, ...}`) as a
+    dataset, so that every later lookup of its name (a stage, the report) finds its record."""
+    from pipeline.data import imagefolder
+    from pipeline.data.datasets import builtin_names, forget_declared, register_dataset
+
+    forget_declared()
+    download = raw.get("download") or {}
+    if not isinstance(download, dict):
+        return  # the generic parser names the problem
+    builtins = builtin_names()
+    for name, entry in download.items():
+        if isinstance(entry, dict) and "kind" in entry:
+            if entry["kind"] != imagefolder.KIND:
+                raise ConfigError(f"download.{name}.kind: got {entry['kind']!r}, expected {imagefolder.KIND}")
+            if name in builtins:
+                raise ConfigError(f"download.{name}.kind: {name} is a built-in dataset; declare your folder "
+                                  "under another name")
+            register_dataset(imagefolder.declared(name, (raw.get("prepare") or {}).get(name)))
+
+
+def _with_listed_sections(raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` with an empty entry for each listed dataset's section it leaves out: its defaults (a
+    declared folder's prepare settings), or an error naming the first required key."""
+    from pipeline.data.datasets import get_dataset
+
+    listed = raw.get("datasets")
+    if not isinstance(listed, list):
+        return raw  # the generic parser names the problem
+    raw = dict(raw)
+    for section in DATASET_SECTIONS:
+        entries = raw.get(section, {})
+        if not isinstance(entries, dict):
+            continue
+        for name in listed:
+            try:
+                record = get_dataset(name)
+            except (ValueError, TypeError):
+                continue  # Params names the unknown dataset with the known ones
+            if section in record.sections and section != "evaluate" and name not in entries:
+                entries = {**entries, name: {}}
+        raw[section] = entries
+    return raw
+
+
+def _parse_sections(raw: Any, where: str) -> DatasetSections:
+    """`download`, `prepare` or `evaluate`: each dataset's entry parsed with its record's dataclass."""
+    from pipeline.data.datasets import get_dataset
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of dataset names, got {raw!r}")
+    entries = {}
+    for name, value in raw.items():
+        key = _join(where, name)
+        try:
+            record = get_dataset(name)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        if where not in record.sections:
+            raise ConfigError(f"{key}: dataset {name} has no {where} settings; remove the entry")
+        entries[name] = _parse_dataclass(record.sections[where], {} if value is None else value, key)
+    return DatasetSections(entries)
 
 
 # --- generic dataclass parsing -----------------------------------------------------------------
@@ -126,6 +193,8 @@ def _parse_value(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         _, val_tp = args
         return {k: _parse_value(val_tp, v, _join(key, k)) for k, v in value.items()}
+    if tp is DatasetSections:
+        return _parse_sections(value, key)
     if dataclasses.is_dataclass(tp):
         return _parse_dataclass(tp, value, key)
     if tp is bool:

@@ -5,65 +5,39 @@ Each setting is explained here, once; params.yaml shows values only.
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.data.datasets import DATASETS
+from pipeline.config.checks import MAX_SIDE, ConfigError, check, check_seed
+from pipeline.data.datasets import registered
 
-MNIST_MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
-CRACK_SOURCE_ENV = "PIPELINE_CRACK_SOURCE"
-CRACK_OTHER_SOURCE_ENV = "PIPELINE_CRACK_OTHER_SOURCE"
 MAX_LR = 10.0
-# A seed seeds numpy's legacy generator too, which takes 0..2**32 - 1 only.
-MAX_SEED = 2**32 - 1
 # Each seed is one training run per model: more than this is a typo (or a generated list), not
 # an experiment this pipeline can run; the run's params and the report would carry all of them.
 MAX_SEEDS = 100
-# Image sides (cached crack images, model inputs): above this a 2-core machine runs out of memory
-# long before an epoch ends (224, ImageNet's, is what profiles/full.yaml uses).
-MAX_SIDE = 512
+# The params.yaml sections that hold one entry per dataset, each parsed with the dataclass its
+# dataset's record gives (pipeline.data.datasets): config names no dataset.
+DATASET_SECTIONS = ("download", "prepare", "evaluate")
 
 
-class ConfigError(ValueError):
-    """A params.yaml problem; the message names the key and the fix."""
+class DatasetSections:
+    """One params.yaml section's entries by dataset name: `params.prepare.mnist` or
+    `params.prepare.get("mnist")` (None for a dataset without an entry)."""
 
+    def __init__(self, entries: dict[str, Any]) -> None:
+        self.__dict__.update(entries)
 
-@dataclass(frozen=True)
-class MnistDownloadConfig:
-    # null: torchvision's official mirrors. Otherwise a folder or http(s)/file URL holding the
-    # four official *-idx?-ubyte.gz files. The PIPELINE_MNIST_MIRROR environment variable wins.
-    mirror: str | None = None
+    def get(self, name: str) -> Any:
+        return self.__dict__.get(name)
 
+    def __iter__(self):
+        return iter(self.__dict__)
 
-@dataclass(frozen=True)
-class CrackDownloadConfig:
-    # null: the Kaggle dataset below, through the kaggle client (credentials from KAGGLE_USERNAME
-    # and KAGGLE_KEY or ~/.kaggle/kaggle.json). Otherwise a local copy: a folder holding
-    # Positive/ and Negative/, or a .zip of that layout. PIPELINE_CRACK_SOURCE wins.
-    source: str | None = None
-    kaggle_dataset: str = "arunrk7/surface-crack-detection"
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DatasetSections) and vars(self) == vars(other)
 
-
-@dataclass(frozen=True)
-class DownloadConfig:
-    mnist: MnistDownloadConfig
-    crack: CrackDownloadConfig
-
-
-@dataclass(frozen=True)
-class CrackEvaluateConfig:
-    # A folder holding the SDNET2018 photos listed in pipeline/data/sdnet2018/SHA256SUMS (CD/ and
-    # UD/, e.g. ../shared/data/sdnet2018): the evaluate stage scores every crack model on them
-    # after the test set. null: crack models are not scored on another source (the log and the
-    # report say so). The environment variable PIPELINE_CRACK_OTHER_SOURCE wins. MNIST's other
-    # source (UCI's digits) ships with scikit-learn and needs no setting.
-    other_source: str | None = None
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    crack: CrackEvaluateConfig = field(default_factory=CrackEvaluateConfig)
+    def __repr__(self) -> str:
+        return f"DatasetSections({vars(self)!r})"
 
 
 @dataclass(frozen=True)
@@ -87,44 +61,6 @@ class ServeConfig:
         check(MAX_SIDE * MAX_SIDE <= self.max_pixels <= 100_000_000, "max_pixels", self.max_pixels,
               f"an integer in [{MAX_SIDE * MAX_SIDE}, 1e8]")
         check(1 <= self.timeout_s <= 3600, "timeout_s", self.timeout_s, "an integer of seconds in [1, 3600]")
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    val_fraction: float
-    seed: int
-    # Keep a stratified subset of this many training images (tests); null keeps all 60,000.
-    train_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
-        _check_seed(self.seed, "seed")
-        check(self.train_limit is None or self.train_limit >= 100, "train_limit",
-              self.train_limit, "null or an integer >= 100")
-
-
-@dataclass(frozen=True)
-class CrackPrepareConfig:
-    image_size: int  # side of the cached grayscale images (decoded and resized once)
-    val_fraction: float
-    test_fraction: float
-    seed: int
-    # Keep a stratified subset of this many images (tests); null keeps all.
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        check(16 <= self.image_size <= MAX_SIDE, "image_size", self.image_size, f"an integer in [16, {MAX_SIDE}]")
-        _check_seed(self.seed, "seed")
-        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
-        check(0.0 < self.test_fraction < 1.0 and self.val_fraction + self.test_fraction < 1.0,
-              "test_fraction", self.test_fraction, "a number in (0, 1) with val_fraction + test_fraction < 1")
-        check(self.limit is None or self.limit >= 20, "limit", self.limit, "null or an integer >= 20")
-
-
-@dataclass(frozen=True)
-class PrepareSection:
-    mnist: PrepareConfig
-    crack: CrackPrepareConfig
 
 
 @dataclass(frozen=True)
@@ -256,48 +192,39 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Params:
-    download: DownloadConfig
-    prepare: PrepareSection
+    # The datasets whose stages and report sections run, in the report's order: dvc.yaml is
+    # generated from this list (`pipeline stages`), so a dataset left out has no stage at all.
+    # A name is a built-in dataset (`pipeline datasets` lists them) or a folder declared under
+    # download (`<name>: {kind: imagefolder, source: <folder>}`).
+    datasets: tuple[str, ...]
+    # Per dataset, its own settings: each is explained in the dataset's module (e.g.
+    # pipeline/data/mnist.py, pipeline/data/imagefolder.py).
+    download: DatasetSections
+    prepare: DatasetSections
     runtime: RuntimeConfig
-    # The datasets whose stages and report sections run, in the report's order. DVC has no
-    # conditionals, so dvc.yaml's model stages iterate over train.<dataset>: a dataset left out
-    # here must have `train.<dataset>: {}` (checked below, with the fix in the message).
-    datasets: tuple[str, ...] = tuple(DATASETS)
-    # dataset -> model name -> settings; the order is the order of the report.
+    # dataset -> model name -> settings; the order is the order of the report. Models of a
+    # dataset left out of `datasets` stay here, unused.
     train: dict[str, dict[str, TrainConfig]] = field(default_factory=dict)
     # Every model trains once per seed (weights, shuffling, subsets); the report shows the mean
     # and spread across them. The first seed's run gives the figures, predictions and McNemar.
     seeds: tuple[int, ...] = (12,)  # lab-C's seed
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    evaluate: DatasetSections = field(default_factory=lambda: DatasetSections({}))
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
+        known = registered()
         check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
-               and set(self.datasets) <= set(DATASETS), "datasets", list(self.datasets),
-               f"a non-empty list of distinct names out of {', '.join(DATASETS)}, e.g. [mnist]")
-        for dataset in DATASETS:
-            models = list(self.train.get(dataset) or {})
-            if dataset in self.datasets and not models:
+               and set(self.datasets) <= set(known), "datasets", list(self.datasets),
+               f"a non-empty list of distinct names out of {', '.join(known)} (or a folder declared as "
+               "download.<name>: {kind: imagefolder, source: <folder>}), e.g. [mnist]")
+        for dataset in self.datasets:
+            if not self.train.get(dataset):
                 raise ConfigError(f"datasets lists {dataset} but train.{dataset} has no models: add one "
                                   f"(see `pipeline models`) or leave {dataset} out of datasets")
-            if dataset not in self.datasets and models:
-                raise ConfigError(
-                    f"train.{dataset}: got models {', '.join(models)} but {dataset} is not in datasets "
-                    f"{list(self.datasets)}: set `{dataset}: {{}}` under train (dvc.yaml runs a stage for "
-                    f"each model there), or add {dataset} to datasets")
         for dataset in self.train:
-            if dataset not in DATASETS:
-                raise ConfigError(f"train.{dataset}: unknown dataset; known: {', '.join(DATASETS)}")
-
-    def mnist_mirror(self) -> str | None:
-        return os.environ.get(MNIST_MIRROR_ENV) or self.download.mnist.mirror
-
-    def crack_source(self) -> str | None:
-        return os.environ.get(CRACK_SOURCE_ENV) or self.download.crack.source
-
-    def crack_other_source(self) -> str | None:
-        return os.environ.get(CRACK_OTHER_SOURCE_ENV) or self.evaluate.crack.other_source
+            if dataset not in known:
+                raise ConfigError(f"train.{dataset}: unknown dataset; known: {', '.join(known)}")
 
     def models(self, dataset: str) -> list[str]:
         return list(self.train.get(dataset, {}))
@@ -319,18 +246,9 @@ class Params:
 
 # --- checks ----------------------------------------------------------------------------------
 
-def check(ok: bool, key: str, value: Any, expected: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: got {value!r}, expected {expected}")
-
-
-def _check_seed(seed: int, key: str) -> None:
-    check(0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, 2**32 - 1 = {MAX_SEED}]")
-
-
 def _check_seeds(seeds: tuple[int, ...], key: str) -> None:
     shown = list(seeds) if len(seeds) <= 10 else f"a list of {len(seeds)} seeds"
     check(1 <= len(seeds) <= MAX_SEEDS and len(set(seeds)) == len(seeds), key, shown,
           f"a non-empty list of at most {MAX_SEEDS} distinct integers, e.g. [12, 13]")
     for seed in seeds:
-        _check_seed(seed, key)
+        check_seed(seed, key)

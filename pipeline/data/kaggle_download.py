@@ -99,7 +99,7 @@ def _describe_failure(error: Exception, dataset: str) -> str:
         return (f"Kaggle refused the download of {dataset} (HTTP 403): the credentials were rejected, "
                 "or this account has not accepted the dataset's terms on its Kaggle page")
     if status == 404:
-        return (f"Kaggle has no dataset {dataset!r} (HTTP 404): check download.crack.kaggle_dataset "
+        return (f"Kaggle has no dataset {dataset!r} (HTTP 404): check download.<dataset>.kaggle_dataset "
                 "in params.yaml (owner/name)")
     if status is not None:
         return f"Kaggle download of {dataset} failed (HTTP {status}): {error}"

@@ -7,22 +7,56 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import shutil
+import sys
 import urllib.parse
 import urllib.request
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from pipeline.config import Params
-from pipeline.data.datasets import get_dataset
+from pipeline.config.checks import check, check_seed
+from pipeline.data.datasets import Dataset, OtherSource, register_dataset
 from pipeline.data.errors import DataError
 from pipeline.data.split import check_classes, stratified_split, stratified_subset
 
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.config import Params
+
 log = logging.getLogger(__name__)
-CLASS_NAMES = list(get_dataset("mnist").class_names)
+CLASS_NAMES = [str(digit) for digit in range(10)]
+MIRROR_ENV = "PIPELINE_MNIST_MIRROR"
+
+
+@dataclass(frozen=True)
+class MnistDownloadConfig:
+    # null: torchvision's official mirrors. Otherwise a folder or http(s)/file URL holding the
+    # four official *-idx?-ubyte.gz files. The PIPELINE_MNIST_MIRROR environment variable wins.
+    mirror: str | None = None
+
+
+@dataclass(frozen=True)
+class MnistPrepareConfig:
+    val_fraction: float
+    seed: int
+    # Keep a stratified subset of this many training images (tests); null keeps all 60,000.
+    train_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction, "a number in (0, 1)")
+        check_seed(self.seed, "seed")
+        check(self.train_limit is None or self.train_limit >= 100, "train_limit",
+              self.train_limit, "null or an integer >= 100")
+
+
+def mirror(params: Params) -> str | None:
+    return os.environ.get(MIRROR_ENV) or params.download.mnist.mirror
 
 # md5 of each file's *decompressed* content, as published for the official files. Checking the
 # content rather than the .gz lets one check serve torchvision's mirrors and a local mirror whose
@@ -146,6 +180,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_split(raw: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 [N,28,28], labels int64 [N]) of the official `train` or `t10k` part."""
+    import torch
+
     images = read_idx(raw / f"{part}-images-idx3-ubyte.gz")
     labels = read_idx(raw / f"{part}-labels-idx1-ubyte.gz")
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
@@ -155,18 +191,28 @@ def load_split(raw: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-def image_side(params: Params) -> int:
+def image_side(record: Dataset, params: Params) -> int:
     return IMAGE_SIZE
 
 
-def download(params: Params, target: Path) -> str:
-    mirror = params.mnist_mirror()
-    log.info("downloading mnist from %s", mirror or "torchvision's mirrors")
-    fetch(target, mirror)
+def decode(record: Dataset, data: bytes, params: Params) -> np.ndarray:
+    """A user's digit file, decoded as a crack photo is (grayscale, Lanczos to 28); pipeline.predict
+    says how a photo of a digit is made to look like MNIST's."""
+    from pipeline.data.images import decode_image
+
+    return decode_image(data, IMAGE_SIZE)
+
+
+def download(record: Dataset, params: Params, target: Path) -> str:
+    source = mirror(params)
+    log.info("downloading mnist from %s", source or "torchvision's mirrors")
+    fetch(target, source)
     return f"{len(FILES)} verified files"
 
 
-def prepare(params: Params, raw: Path) -> tuple[dict, dict]:
+def prepare(record: Dataset, params: Params, raw: Path) -> tuple[dict, dict]:
+    import torch
+
     cfg = params.prepare.mnist
     train_x, train_y = load_split(raw, "train")
     test_x, test_y = load_split(raw, "t10k")
@@ -193,3 +239,35 @@ def prepare(params: Params, raw: Path) -> tuple[dict, dict]:
                                                                          minlength=len(CLASS_NAMES)))}
               for part in ("train", "val", "test")}
     return splits, {"data_version": version, "limit": cfg.train_limit, "splits": counts}
+
+
+def _uci_digits(params: Params, side: int):
+    from pipeline.data import uci_digits
+
+    return uci_digits.load(params, side)
+
+
+# lab-C and the course normalise with the training set's mean and std.
+DATASET = register_dataset(Dataset(
+    "mnist", sys.modules[__name__], {"download": MnistDownloadConfig, "prepare": MnistPrepareConfig},
+    in_channels=1, fixed_class_names=tuple(CLASS_NAMES), fixed_binary=False,
+    fixed_normalisation=(0.1307, 0.3081), pads=True, affine_augment=True,
+    other_source=OtherSource(
+        "UCI optical digits", "E. Alpaydin, C. Kaynak (1998), \"Optical Recognition of Handwritten "
+        "Digits\", UCI Machine Learning Repository (dataset 80): its test set "
+        "(1,797 digits of 13 writers), as scikit-learn ships it (sklearn.datasets.load_digits)", "CC BY 4.0",
+        "8x8 counts of ink (17 grey levels) brought into MNIST's format as MNIST itself was made: "
+        "scaled into a 20x20 box keeping the aspect ratio, anti-aliased, centred by centre of mass "
+        "in 28x28", _uci_digits),
+    # The sources' comparisons, one chart each (`dvc plots show`): title -> {model: column}, drawn
+    # for the first seed when every model of it is configured (pipeline.stages).
+    options={"plots": {
+        "lab-B 2 against 3 convolutions, validation accuracy": {"keras_cnn2": "val_accuracy",
+                                                                "keras_cnn3": "val_accuracy"},
+        "lab-B 2 against 3 convolutions, validation loss": {"keras_cnn2": "val_loss", "keras_cnn3": "val_loss"},
+        "lab-C logistic regression against CNNs, validation accuracy": {
+            "logreg": "val_accuracy", "cnn1": "val_accuracy", "cnn2": "val_accuracy"},
+        "lab-A deep against small models, validation accuracy": {
+            "classic_cnn": "val_accuracy", "lenet5": "val_accuracy", "vgg16": "val_accuracy",
+            "resnet50": "val_accuracy"},
+    }}))

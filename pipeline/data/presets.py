@@ -65,7 +65,7 @@ class InputPreset:
         return {"dataset": self.dataset, "input_size": self.size, "channels": self.channels, "resize": self.resize}
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.unsqueeze(1)
+        x = images.unsqueeze(1) if images.dim() == 3 else images  # [B,H,W] gray or [B,3,H,W] RGB
         if self.augment and not self.affine:
             # Per image, so each gets its own random crop, flip, jitter and angle.
             x = torch.stack([self.transform(img) for img in x])

@@ -28,10 +28,9 @@ MANIFEST = Path(__file__).resolve().parent / "sdnet2018" / "SHA256SUMS"
 LABELS = {"UD": 0, "CD": 1}
 
 
-def load(params, side: int) -> tuple[np.ndarray, np.ndarray] | None:
+def load(folder: str | None, side: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The 200 photos as grayscale uint8 [N, side, side] (decoded as the crack photos are) and their
-    labels; None when params name no folder of them."""
-    folder = params.crack_other_source()
+    labels; None when no folder of them is named."""
     if folder is None:
         return None
     files = verified_files(Path(folder))

@@ -45,21 +45,6 @@ class TrainingDiverged(ValueError):
     """The loss became NaN or infinite: nothing the run goes on to learn can be trusted."""
 
 
-def transfer_phase(strategy: str | None, cfg: TrainConfig, epoch: int) -> tuple[str, float] | None:
-    """(part to train, lr) in this 1-based epoch of a model with a transfer `strategy` (its
-    registry entry's); None for a model trained whole from scratch.
-
-    feature: the new head only, throughout. finetune: everything from the start (a small lr).
-    progressive: the head for head_epochs epochs at lr, then everything at unfrozen_lr.
-    """
-    from pipeline.models.crack import trainable_part
-
-    if strategy is None:
-        return None
-    part = trainable_part(strategy, epoch - 1, cfg.head_epochs)
-    return part, cfg.unfrozen_lr if strategy == "progressive" and part == "all" else cfg.lr
-
-
 class TorchLearner:
     def __init__(self, spec: ModelSpec, dataset: str, cfg: TrainConfig, device: torch.device,
                  runtime: RuntimeConfig | None = None, world: World = World()) -> None:
@@ -115,12 +100,14 @@ class TorchLearner:
 
     def begin_epoch(self, epoch: int) -> None:
         """Switches a transfer-learning model to the part and lr this epoch trains."""
+        from pipeline.models.transfer import transfer_phase
+
         phase = transfer_phase(self.strategy, self.cfg, epoch)
         if phase is not None and phase != self.phase:
             self._enter_phase(phase)
 
     def _enter_phase(self, phase: tuple[str, float]) -> None:
-        from pipeline.models.crack import set_trainable
+        from pipeline.models.transfer import set_trainable
 
         part, lr = phase
         set_trainable(self.model, part)
@@ -139,7 +126,7 @@ class TorchLearner:
         model, cfg, device = self.model, self.cfg, self.device
         model.train()
         if self.phase is not None:
-            from pipeline.models.crack import freeze_batchnorm
+            from pipeline.models.transfer import freeze_batchnorm
 
             freeze_batchnorm(model)  # a frozen backbone keeps ImageNet's BatchNorm statistics
         # Every rank draws the same permutation (same seeded generator) and trains on its shard,

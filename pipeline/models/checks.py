@@ -22,8 +22,9 @@ def check_models(params: Params, source: str = "params.yaml") -> None:
                 spec = get_model_spec(name)
             except UnknownModelError as e:
                 raise ConfigError(f"{source}: {key}: {e}") from None
-            if dataset not in spec.datasets:
-                raise ConfigError(f"{source}: {key}: model {name!r} trains on {' and '.join(spec.datasets)} only")
+            if not spec.accepts(dataset):
+                raise ConfigError(f"{source}: {key}: model {name!r} trains on {' and '.join(spec.datasets)} "
+                                  "and on image folders only")
             problem = settings_problem(spec, dataset, cfg, params.runtime.distributed.nproc)
             if problem:
                 raise ConfigError(f"{source}: {key}{problem}")

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipeline.data.datasets import DATASETS
+from pipeline.data.datasets import builtin_names
 from pipeline.models.registry import Reported, register_model
 
 VGG16_BLOCKS = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
 TINY_VGG_BLOCKS = [[64, 64], [128, 128], [256, 256, 256]]
 TINY_VGG_SIZE = 32
 # Their builders take any side and channel count: every dataset there is (MNIST first, their home).
-EVERY_DATASET = tuple(DATASETS)
+EVERY_DATASET = tuple(builtin_names())
 
 
 def _vgg_features(in_channels: int, blocks: list[list[int]]) -> nn.Sequential:

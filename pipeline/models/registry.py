@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import nn
 
-from pipeline.data.datasets import DATASETS, get_dataset
+from pipeline.data.datasets import get_dataset, registered
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class Reported:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    datasets: tuple[str, ...]  # the datasets it may train on; the first is its home
+    # The datasets it is made for (the first is its home, whose input the defaults follow); it
+    # trains on any image folder too (`accepts`).
+    datasets: tuple[str, ...]
     builder: Callable[..., nn.Module]
     input_size: int  # side of the square image the builder's layers expect (its default)
     source: str  # SPEC.md source: lab-A..lab-D or course
@@ -55,6 +57,11 @@ class ModelSpec:
     @property
     def dataset(self) -> str:
         return self.datasets[0]
+
+    def accepts(self, dataset: str) -> bool:
+        """Whether it can train on `dataset`: one it names, or any dataset whose images are
+        resized to the model's side (an image folder: every torch model reads it)."""
+        return dataset in self.datasets or (self.framework == "torch" and not get_dataset(dataset).pads)
 
     @property
     def accepts_pretrained(self) -> bool:
@@ -93,8 +100,8 @@ def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: s
     """
     datasets = (dataset,) if isinstance(dataset, str) else tuple(dataset)
     for d in datasets:
-        if d not in DATASETS:
-            raise ValueError(f"unknown dataset {d!r}; known: {sorted(DATASETS)}")
+        if d not in registered():
+            raise ValueError(f"unknown dataset {d!r}; known: {sorted(registered())}")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown transfer strategy {strategy!r}; known: {STRATEGIES}")
 
@@ -113,9 +120,14 @@ class UnknownModelError(ValueError):
     pass
 
 
+# The family modules, in the listing's order (whichever a caller imported first).
+FAMILIES = ("classic", "transfer", "deep", "lenet", "numpy_cnn")
+
+
 def list_models(dataset: str | None = None) -> list[str]:
     _load_families()
-    return [n for n, s in _REGISTRY.items() if dataset is None or dataset in s.datasets]
+    ordered = sorted(_REGISTRY.values(), key=lambda s: FAMILIES.index(s.builder.__module__.rpartition(".")[2]))
+    return [s.name for s in ordered if dataset is None or dataset in s.datasets]
 
 
 def get_model_spec(name: str) -> ModelSpec:
@@ -142,4 +154,4 @@ def count_params(model) -> int:
 
 def _load_families() -> None:
     # Importing the family modules runs their @register_model decorators.
-    from pipeline.models import classic, crack, deep, lenet, numpy_cnn  # noqa: F401
+    from pipeline.models import classic, deep, lenet, numpy_cnn, transfer  # noqa: F401

@@ -307,7 +307,7 @@ class ImageClassifier:
                                         f"pixels, more than the limit of {limits['max_pixels']} "
                                         "(serve.max_pixels); not decoded")
                         continue
-                    pixels.append(decode_image(data, self.spec["side"]))
+                    pixels.append(decode_image(data, self.spec["side"], self.spec.get("channels", 1)))
                 except UnidentifiedImageError:
                     problems.append(f"row {row}: not a PNG or JPEG image ({len(data)} bytes)")
                 except Image.DecompressionBombError as e:
@@ -399,17 +399,21 @@ def servable(learner, dataset: str, test_x, classes: list[str], binary: bool, th
     return {"network": learner.recipe,
             "preset": None if preset is None else preset.settings(),
             "images": test_x[:2].numpy(),
-            "spec": {"dataset": dataset, "side": int(test_x.shape[-1]), "input_shape": list(example.shape[1:]),
+            "spec": {"dataset": dataset, "side": int(test_x.shape[-1]),
+                     "channels": 1 if test_x.dim() == 3 else int(test_x.shape[1]),  # gray [N,S,S], RGB [N,3,S,S]
+                     "input_shape": list(example.shape[1:]),
                      "input_dtype": str(example.dtype), "classes": list(classes), "binary": binary,
                      "threshold": None if threshold is None else float(threshold), "limits": dict(limits)}}
 
 
 def encode_png(pixels: np.ndarray) -> str:
-    """base64 of a grayscale uint8 image as PNG: the input example, and what a client sends."""
+    """base64 of a uint8 image (gray [S,S] or RGB [3,S,S]) as PNG: the input example, and what a
+    client sends."""
     import io
 
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    image = Image.fromarray(pixels) if pixels.ndim == 2 else Image.fromarray(pixels.transpose(1, 2, 0))
+    image.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()

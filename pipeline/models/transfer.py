@@ -1,13 +1,15 @@
-"""Crack models of SPEC.md: lab-C's own CNN and the course's three ways to train ResNet-18.
+"""Transfer learning (course): ResNet-18 with a new head, and the phases of its three ways to
+train (which part trains in which epoch, at which lr), for any dataset a model of this family
+trains on.
 
 The three ResNet-18 entries share one builder; their registry entries differ only in the transfer
-`strategy` (which part is trained when), which `trainable_part` tells the trainer (it then calls
-`set_trainable`).
+`strategy`, which `transfer_phase` turns into the part and lr of each epoch (the trainer then
+calls `set_trainable`).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
 
 import torch
@@ -19,43 +21,6 @@ if TYPE_CHECKING:
     import torchvision
 
 Part = Literal["head", "all"]
-
-
-def _conv_bn_relu_pool(c_in: int, c_out: int) -> list[nn.Module]:
-    # No conv bias: the BatchNorm right after it has its own shift.
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
-            nn.MaxPool2d(2)]
-
-
-@register_model(dataset="crack", input_size=64, source="lab-C")
-def crack_cnn(in_channels: int, num_classes: int) -> nn.Module:
-    """lab-C exercise 2: four conv blocks, global average pool, dropout, one logit; 24,569 params.
-
-    Layers at 64x64 (1 channel in): conv3x3-BN-ReLU-maxpool blocks of 8, 16, 32, 64 channels
-    -> (8,32,32), (16,16,16), (32,8,8), (64,4,4); AdaptiveAvgPool2d(1) -> 64; Dropout(0.3);
-    Linear(64, num_classes). Params for 1 channel and 1 logit: convs 72 + 1,152 + 4,608 +
-    18,432, BatchNorms 16 + 32 + 64 + 128, head 65: 24,569.
-
-    Why: surface cracks are thin, high-contrast, local structures, so a few small 3x3 conv
-    blocks see them (receptive field 38 px at the fourth conv) and a global pool asks only
-    "is there a crack anywhere"; it needs no dense layer over positions, keeps the head at 65
-    params and makes input_size a free parameter (any side >= 16). BatchNorm lets Adam 1e-3
-    train it in a few epochs. Few channels where the map is large keep it fast on a CPU: on
-    2,400 training / 1,600 validation images of the shared crack set (gray, 64x64, Adam 1e-3,
-    batch 100, 3 epochs, seeds 0 and 1) it reached 98.6% / 98.4% validation accuracy against
-    98.3% / 98.4% for twice the channels (16-32-64-64, 60,465 params), in 0.6-0.7x the time.
-    """
-    return nn.Sequential(
-        *_conv_bn_relu_pool(in_channels, 8),  # (8,32,32) at 64x64
-        *_conv_bn_relu_pool(8, 16),  # (16,16,16)
-        *_conv_bn_relu_pool(16, 32),  # (32,8,8)
-        *_conv_bn_relu_pool(32, 64),  # (64,4,4)
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),  # 64
-        # Light dropout: the head sees only 64 pooled features, not a wide dense layer.
-        nn.Dropout(0.3),
-        nn.Linear(64, num_classes),
-    )
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -171,3 +136,16 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
             frozen = bool(params) and not any(p.requires_grad for p in params)
             module.train(model.training and not frozen)
     return model
+
+
+def transfer_phase(strategy: str | None, cfg: Any, epoch: int) -> tuple[str, float] | None:
+    """(part to train, lr) in this 1-based epoch of a model with a transfer `strategy` (its
+    registry entry's) and settings `cfg` (a TrainConfig); None for a model trained whole from scratch.
+
+    feature: the new head only, throughout. finetune: everything from the start (a small lr).
+    progressive: the head for head_epochs epochs at lr, then everything at unfrozen_lr.
+    """
+    if strategy is None:
+        return None
+    part = trainable_part(strategy, epoch - 1, cfg.head_epochs)
+    return part, cfg.unfrozen_lr if strategy == "progressive" and part == "all" else cfg.lr

@@ -1,0 +1,27 @@
+"""The error every params.yaml problem raises, and the one-line check the config sections use.
+
+Its own module, importing nothing of the project: the dataset modules define their own config
+sections with it, and pipeline.config builds params.yaml's dataset sections from their records.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# A seed seeds numpy's legacy generator too, which takes 0..2**32 - 1 only.
+MAX_SEED = 2**32 - 1
+# Image sides (cached images, model inputs): above this a 2-core machine runs out of memory long
+# before an epoch ends (224, ImageNet's, is what profiles/full.yaml uses).
+MAX_SIDE = 512
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem; the message names the key and the fix."""
+
+
+def check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: got {value!r}, expected {expected}")
+
+
+def check_seed(seed: int, key: str) -> None:
+    check(isinstance(seed, int) and 0 <= seed <= MAX_SEED, key, seed, f"an integer in [0, 2**32 - 1 = {MAX_SEED}]")
