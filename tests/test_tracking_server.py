@@ -87,7 +87,8 @@ def tracked(tracking_server, prepared_workspace, tmp_path_factory):
     ws = _mnist_workspace(prepared_workspace, tmp_path_factory.mktemp("tracked_ws"))
     env = _client_env(url)
     logs = {}
-    for args in (("train", "--model", MODEL), ("evaluate", "--model", MODEL), ("report",)):
+    model = ("--dataset", "mnist", "--model", MODEL)
+    for args in (("train", *model), ("evaluate", *model), ("report",)):
         proc = _stage(ws, env, *args)
         assert proc.returncode == 0, f"pipeline {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         logs[args[0]] = proc.stdout + proc.stderr
@@ -278,7 +279,7 @@ def test_unreachable_server_stops_train_in_seconds_without_a_checkpoint(prepared
         port = s.getsockname()[1]
     ws = _mnist_workspace(prepared_workspace, tmp_path)
     start = time.monotonic()
-    proc = _stage(ws, _client_env(f"http://127.0.0.1:{port}"), "train", "--model", MODEL)
+    proc = _stage(ws, _client_env(f"http://127.0.0.1:{port}"), "train", "--dataset", "mnist", "--model", MODEL)
     seconds = time.monotonic() - start
     # MLflow's own client would retry for minutes, and only after the model was built.
     assert proc.returncode == 2, proc.stdout + proc.stderr
