@@ -56,8 +56,11 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                   list(get_dataset(dataset).class_names),
                   str(artifacts.prepared_file(dataset)), f"rebuild it with `pipeline prepare --dataset {dataset}`")
     other = load_other_source(params, dataset, data["test_x"].shape[-1])
+    # The images each validation accuracy was measured on (a val_subset, or the whole split): the
+    # report's interval around the champion's validation accuracy.
+    val_sizes = [min(c.get("val_subset") or len(data["val_y"]), len(data["val_y"])) for c in checkpoints]
     runs, cost = [], None
-    for seed, checkpoint, validation in zip(seeds, checkpoints, validations):
+    for seed, checkpoint, validation, val_size in zip(seeds, checkpoints, validations, val_sizes):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size, _stored_val_logits(checkpoint, data))
@@ -67,7 +70,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
         # Every seed builds the same network: its cost is measured once.
         cost = cost or cost_metrics(learner, data["test_x"], checkpoint.get("flops_per_image"),
                                     {params.runtime.eval_batch_size: scored["latency_ms"]})
-        metrics = {**scored["metrics"], **beyond, **validation, "params": learner.num_params,
+        metrics = {**scored["metrics"], **beyond, **validation, "val_size": val_size, "params": learner.num_params,
                    "best_epoch": checkpoint["best_epoch"], "epochs_run": checkpoint["epochs_run"],
                    "train_seconds": round(checkpoint["train_seconds"], 2),
                    "train_seconds_per_epoch": round(checkpoint["train_seconds"] / checkpoint["epochs_run"], 2),
@@ -132,7 +135,8 @@ def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], dataset: s
                        batch_size: int) -> dict:
     """Accuracy on the other source's images. A binary model keeps the threshold it chose on
     validation (the other source chooses nothing); its ROC-AUC there tells how much of a drop is
-    that threshold's and how much the scores' own."""
+    that threshold's and how much the scores' own, its balanced accuracy what the threshold gives
+    whatever the other source's mix of classes."""
     images, labels = other
     logits = learner.logits(torch.from_numpy(images), batch_size)
     extra = {}
@@ -140,6 +144,7 @@ def score_other_source(learner, other: tuple[np.ndarray, np.ndarray], dataset: s
         probabilities = torch.sigmoid(logits[:, 0]).numpy()
         predicted = (probabilities >= threshold).astype(int)
         extra["other_roc_auc"] = binary.roc_auc(probabilities, labels)
+        extra["other_balanced_accuracy"] = binary.balanced_accuracy(predicted, labels)
     else:
         predicted = logits.argmax(1).numpy()
     return {"other_accuracy": float((predicted == labels).mean()), "other_size": int(len(labels)), **extra}

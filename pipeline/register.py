@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pipeline import artifacts
 from pipeline.artifacts import evaluate_command, write_text
 from pipeline.config import ConfigError, Params
+from pipeline.selection import rank_by_validation
 from pipeline.tracking.registry import ALIAS, ModelRun, champion_uri, model_run, register_champion, registered_name
 from pipeline.tracking.store import check_store
 
@@ -76,5 +77,6 @@ def candidate(dataset: str, model: str) -> Candidate:
 
 
 def choose_champion(candidates: list[Candidate]) -> Candidate:
-    """Highest mean validation accuracy; ties: fewer parameters, lower validation loss, then params.yaml's order."""
-    return max(candidates, key=lambda c: (c.val_accuracy, -c.params, -c.val_loss, -candidates.index(c)))
+    """pipeline.selection's rule: highest mean validation accuracy; ties: fewer parameters, lower
+    validation loss, then params.yaml's order."""
+    return rank_by_validation(candidates, lambda c: (c.val_accuracy, c.params, c.val_loss))[0]

@@ -100,7 +100,7 @@ def final_stages() -> dict[str, Any]:
         "report": {
             "cmd": "pipeline report",
             "deps": ["metrics", "models", "data", "pipeline/report.py", *MODEL_DEPS, "pipeline/reporting",
-                     "pipeline/tracking"],
+                     "pipeline/selection.py", "pipeline/tracking"],
             "params": ["datasets", "train", "seeds"],
             "outs": ["reports"],
         },
@@ -108,7 +108,8 @@ def final_stages() -> dict[str, Any]:
         # metrics/registry/<dataset>.json records it (a side effect DVC cannot see).
         "register": {"foreach": "${datasets}", "do": {
             "cmd": "pipeline register --dataset ${item}",
-            "deps": ["metrics/${item}", "pipeline/register.py", *DATA_DEPS, "pipeline/tracking"],
+            "deps": ["metrics/${item}", "pipeline/register.py", "pipeline/selection.py", *DATA_DEPS,
+                     "pipeline/tracking"],
             "params": ["train.${item}"],  # the candidates: removing a model re-registers
             "outs": [{"metrics/registry/${item}.json": {"cache": False}}],
         }},

@@ -144,6 +144,20 @@ def test_evaluate_scores_a_crack_model_on_sdnet_with_its_validation_threshold(
     # at the threshold chosen on Özgenel's validation split, ROC-AUC 0.5905: its scores still
     # rank SDNET's cracks a little above chance, its threshold does not transfer. Floors just below.
     assert 0.475 < metrics["other_accuracy"] < metrics["test_accuracy"] and metrics["other_roc_auc"] > 0.585
+    # SDNET's 200 are 100 cracked and 100 not: there the balanced accuracy is the accuracy.
+    assert metrics["other_balanced_accuracy"] == pytest.approx(metrics["other_accuracy"])
+
+
+def test_balanced_accuracy_is_the_mean_recall_of_the_classes_whatever_their_mix():
+    from sklearn.metrics import balanced_accuracy_score
+
+    from pipeline.engine.binary import balanced_accuracy
+
+    labels = np.array([0] * 90 + [1] * 10)
+    everything_negative = np.zeros(100, dtype=int)
+    assert balanced_accuracy(everything_negative, labels) == 0.5  # its accuracy would be 0.9
+    predicted = np.array([0] * 80 + [1] * 10 + [1] * 7 + [0] * 3)
+    assert balanced_accuracy(predicted, labels) == pytest.approx(balanced_accuracy_score(labels, predicted))
 
 
 def test_without_a_folder_crack_models_are_scored_on_no_other_source(workspace, mlflow_uri, monkeypatch):

@@ -32,6 +32,12 @@ def roc_auc(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels, probabilities)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
+def balanced_accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The mean of each class's recall: a detector that calls everything "no crack" scores 0.5 on
+    any mix of classes, whereas its accuracy would be the share of uncracked images."""
+    return float(np.mean([(predicted[labels == c] == c).mean() for c in np.unique(labels)]))
+
+
 def binary_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 

@@ -44,7 +44,7 @@ class ComparisonSection:
 class DatasetReport:
     dataset: str
     binary: bool
-    results: list[ModelResult]  # best test accuracy first
+    results: list[ModelResult]  # in the recommendation's order: by validation, the champion first
     models: list[ModelSection]
     tests: list[PairTest]
     source_tests: list[SourceTest]  # against the figures the sources report
@@ -62,13 +62,13 @@ def build_dataset_report(dataset: str, results: list[ModelResult], out: Path) ->
     for result in results:
         log.info("report: %s/%s", dataset, result.name)
         models.append(model_section(result, test_x, label, binary, out))
-    ranked = sorted(results, key=lambda r: -r.metrics["test_accuracy"])
-    measure = comparisons.cost_measure(results)
+    recommendation = comparisons.recommend(results)
+    measure = recommendation.measure
     cost_figure = figures.accuracy_against_cost(
-        [_cost_point(r, measure) for r in ranked], _measure_label(measure),
+        [_cost_point(r, measure) for r in recommendation.ranked], _measure_label(measure),
         f"{dataset}: accuracy against cost", out / f"{dataset}_accuracy_vs_cost.png")
-    return DatasetReport(dataset, binary, ranked, models, comparisons.pair_tests(results),
-                         comparisons.source_tests(results), comparisons.recommend(results),
+    return DatasetReport(dataset, binary, recommendation.ranked, models, comparisons.pair_tests(results),
+                         comparisons.source_tests(results), recommendation,
                          comparison_sections(dataset, results, out), cost_figure)
 
 

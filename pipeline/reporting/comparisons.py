@@ -1,8 +1,9 @@
-"""The comparisons the sources make, McNemar's test on them, and which model to use.
+"""The comparisons the sources make, McNemar's test on them, and which model to deploy.
 
-Computed from the test predictions only. Which models a comparison takes is read from their
-registry entries (source, family), never from a list of names: a new model joins the
-comparisons its entry qualifies it for.
+The comparisons are computed from the test predictions, after every choice; which model to deploy
+is chosen on validation only (pipeline.selection), as the register stage chooses. Which models a
+comparison takes is read from their registry entries (source, family), never from a list of
+names: a new model joins the comparisons its entry qualifies it for.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import dataclass
 
 from pipeline.models.registry import ModelSpec
 from pipeline.reporting.results import ModelResult
-from pipeline.reporting.stats import AgainstReported, McNemarResult, beats_reported, mcnemar
+from pipeline.reporting.stats import AgainstReported, McNemarResult, beats_reported, mcnemar, wilson_interval
+from pipeline.selection import rank_by_validation
 
 ALPHA = 0.05
 
@@ -104,23 +106,47 @@ def cost_measure(results: list[ModelResult]) -> str:
 
 @dataclass(frozen=True)
 class Recommendation:
-    best: ModelResult
-    cheapest: ModelResult  # cheapest model not significantly less accurate than the best
-    test: McNemarResult | None  # best against cheapest; None when they are the same model
-    measure: str  # what "cheapest" counts: flops_per_image or params
-    cheaper: int  # models cheaper than the best
-    compared: int  # models trained for this dataset
+    """The report's answer to "which model should I deploy?", from validation only."""
+    ranked: list[ModelResult]  # by pipeline.selection's rule, best (the champion) first
+    measure: str  # what "cheaper" counts: flops_per_image or params
+    # The cheapest model cheaper than the champion whose mean validation accuracy lies inside the
+    # champion's 95% Wilson interval on its validation images; None: no cheaper model does (or
+    # older metrics files lack the validation size).
+    cheaper: ModelResult | None
+    # The highest score on the other source's images (robustness(): report-only, it selects
+    # nothing, not even this recommendation); None where no model was scored there.
+    most_robust: ModelResult | None
+
+    @property
+    def best(self) -> ModelResult:
+        return self.ranked[0]
+
+
+def validation_interval(result: ModelResult) -> tuple[float, float] | None:
+    """95% Wilson interval of the model's mean validation accuracy on its validation images."""
+    n = result.metrics.get("val_size")
+    return wilson_interval(round(result.metrics["val_accuracy"] * n), n) if n else None
+
+
+def robustness(result: ModelResult) -> float | None:
+    """A model's score on the other source: balanced accuracy for a binary model (at its
+    validation threshold, whatever the other source's mix of classes), accuracy otherwise."""
+    m = result.metrics
+    return m.get("other_balanced_accuracy", m.get("other_accuracy"))
 
 
 def recommend(results: list[ModelResult]) -> Recommendation:
-    best = max(results, key=lambda r: r.metrics["test_accuracy"])
-    measure = cost_measure(results)
-    tied = [(r, mcnemar(best.correct, r.correct)) for r in results if r is not best]
-    tied = [(r, t) for r, t in tied if t.p_value >= ALPHA]
-    cheapest, test = min([(best, None)] + tied, key=lambda rt: (cost(rt[0], measure),
-                                                                 -rt[0].metrics["test_accuracy"]))
-    cheaper = sum(cost(r, measure) < cost(best, measure) for r in results)
-    return Recommendation(best, cheapest, test, measure, cheaper, len(results))
+    """The register stage's champion (validation only), a cheaper model as good on validation, and
+    the most robust model on the other source. Test and other-source scores choose nothing here."""
+    ranked = rank_by_validation(results, lambda r: (r.metrics["val_accuracy"], r.metrics["params"],
+                                                    r.metrics["val_loss"]))
+    best, measure = ranked[0], cost_measure(results)
+    interval = validation_interval(best)
+    cheaper = [r for r in ranked[1:] if interval and cost(r, measure) < cost(best, measure)
+               and r.metrics["val_accuracy"] >= interval[0]]
+    scored = [r for r in ranked if robustness(r) is not None]
+    return Recommendation(ranked, measure, min(cheaper, key=lambda r: cost(r, measure), default=None),
+                          max(scored, key=robustness, default=None))
 
 
 @dataclass(frozen=True)

@@ -45,13 +45,16 @@ def render_markdown(view: dict) -> str:
 
 
 def _dataset(d: DatasetReport) -> dict:
+    other = tables.other_source_section(d)
+    scored_there = other["table"] is not None
     return {
         "id": d.dataset, "title": d.dataset.upper(), "test_size": d.results[0].test_size,
-        "recommendation": tables.recommendation_line(d.recommendation),
+        "recommendation": tables.recommendation_line(d.recommendation, other["name"] if scored_there else None),
+        "deploy": tables.deploy_table(d, other["name"] if scored_there else None),
         "comparison": tables.comparison_table(d), "cost_figure": d.cost_figure,
         "sources": tables.source_table(d) if d.source_tests else None, "sources_note": SOURCES_NOTE,
         "mcnemar": tables.mcnemar_table(d) if d.tests else None,
-        "other": tables.other_source_section(d),
+        "other": other,
         "comparisons": [{"title": s.comparison.title, "source": s.comparison.source,
                          "table": tables.members_table(s.results), "lines": tables.against_baseline(s.results),
                          "figures": s.figures} for s in d.comparisons],

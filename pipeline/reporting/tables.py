@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline.data.datasets import get_dataset
+from pipeline.reporting.comparisons import cost, robustness
 from pipeline.reporting.results import ModelResult
 from pipeline.reporting.stats import mean_and_spread, wilson_interval
 
@@ -25,17 +26,38 @@ def accuracy_interval(result: ModelResult) -> tuple[float, float]:
     return wilson_interval(round(result.runs[0]["test_accuracy"] * n), n)
 
 
-def accuracy_cell(result: ModelResult) -> str:
-    """"98.58% [98.33, 98.80]": the accuracy and its 95% interval over the test images.
+def score_cell(result: ModelResult, key: str, n: int | None) -> str:
+    """"98.58% [98.33, 98.80]": a score's mean over the seeds and the 95% Wilson interval of the
+    first seed's on its n images (none shown without n).
 
     With several runs (seeds) it is the mean ± the standard deviation across them, then the
-    interval of the first run, which shows how much of the spread the test set alone explains.
+    interval of the first run, which shows how much of the spread the images alone explain.
     """
-    low, high = accuracy_interval(result)
-    accuracies = [run["test_accuracy"] for run in result.runs]
-    mean, spread = mean_and_spread(accuracies)
-    value = f"{100 * mean:.2f}%" + (f" ± {100 * spread:.2f} ({len(accuracies)} seeds)" if len(accuracies) > 1 else "")
+    values = [run[key] for run in result.runs]
+    mean, spread = mean_and_spread(values)
+    value = f"{100 * mean:.2f}%" + (f" ± {100 * spread:.2f} ({len(values)} seeds)" if len(values) > 1 else "")
+    if not n:
+        return value
+    low, high = wilson_interval(round(values[0] * n), n)
     return f"{value} [{100 * low:.2f}, {100 * high:.2f}]"
+
+
+def accuracy_cell(result: ModelResult) -> str:
+    """The test accuracy's cell: mean (± spread over seeds) [interval over the test images]."""
+    return score_cell(result, "test_accuracy", result.test_size)
+
+
+def validation_cell(result: ModelResult) -> str:
+    """The validation accuracy the champion is chosen on, with its interval where the size is known."""
+    return score_cell(result, "val_accuracy", result.metrics.get("val_size"))
+
+
+def other_cell(result: ModelResult) -> str:
+    """The score on the other source (balanced accuracy for a binary model), or a dash."""
+    key = "other_balanced_accuracy" if "other_balanced_accuracy" in result.metrics else "other_accuracy"
+    if result.metrics.get(key) is None:
+        return MISSING
+    return score_cell(result, key, result.metrics.get("other_size"))
 
 
 def flops(value) -> str:
@@ -103,20 +125,50 @@ def cost_text(result: ModelResult, measure: str) -> str:
     return f"{flops(value)} FLOPs/image" if measure == "flops_per_image" else f"{value:,} params"
 
 
-def recommendation_line(rec) -> str:
-    """One sentence: the most accurate model, and the cheapest one statistically as good."""
-    best, cheap = rec.best, rec.cheapest
-    line = f"Most accurate: {best.name}, {accuracy_cell(best)} ({cost_text(best, rec.measure)})."
-    if rec.compared == 1:
-        return line + " It is the only model trained on this dataset."
-    if cheap is best and not rec.cheaper:
-        return line + f" It is also the cheapest: use {best.name}."
-    if cheap is best:
-        return line + (f" Each of the {rec.cheaper} cheaper models is significantly less accurate "
-                       f"(McNemar, 5%): use {best.name}.")
-    return line + (f" Cheapest model not significantly less accurate (McNemar p = {p_value(rec.test.p_value)}"
-                   f" ≥ 0.05): {cheap.name}, {100 * cheap.metrics['test_accuracy']:.2f}% with "
-                   f"{cost_text(cheap, rec.measure)}: use it when cost matters.")
+def recommendation_line(rec, other_name: str | None = None) -> str:
+    """The answer to "which model should I deploy?": the champion by validation with its test
+    estimate, a cheaper model as good on validation, and the most robust on the other source."""
+    best, cheap, robust = rec.best, rec.cheaper, rec.most_robust
+    line = (f"Deploy {best.name}: the highest validation accuracy, {validation_cell(best)} "
+            f"({cost_text(best, rec.measure)}); the register stage's champion, chosen by the same rule "
+            f"(ties: fewer parameters, then lower validation loss). Its test accuracy, an estimate made "
+            f"after the choice: {accuracy_cell(best)}.")
+    if len(rec.ranked) == 1:
+        line += " It is the only model trained on this dataset."
+    elif cheap is not None:
+        ratio = cost(cheap, rec.measure) / cost(best, rec.measure)
+        line += (f" When cost matters: {cheap.name}, {100 * cheap.metrics['val_accuracy']:.2f}% on validation, "
+                 f"inside the champion's interval, at {cost_text(cheap, rec.measure)} ({ratio:.2g}x).")
+    else:
+        line += " No cheaper model is inside its validation interval."
+    if robust is not None and other_name:
+        what = "balanced accuracy" if "other_balanced_accuracy" in robust.metrics else "accuracy"
+        line += (f" Most robust on {other_name} ({what}, report-only: it chose nothing): {robust.name}, "
+                 f"{other_cell(robust)}")
+        line += ("." if robust is best else f", against {other_cell(best)} for {best.name}.")
+    return line
+
+
+DEPLOY_COLUMNS = ["rank", "model", "validation accuracy [Wilson CI]", "cost", "test accuracy [Wilson CI]"]
+
+
+def deploy_table(d, other_name: str | None) -> Table:
+    """Every model in the order the champion is chosen (validation), with its cost, and its test and
+    other-source scores beside, measured after the choice."""
+    header = list(DEPLOY_COLUMNS)
+    binary = any("other_roc_auc" in r.metrics for r in d.results)
+    if other_name:
+        header += [f"on {other_name}" + (" (balanced accuracy)" if binary else "")]
+        header += ["ROC-AUC there"] if binary else []
+    rows = []
+    for i, r in enumerate(d.recommendation.ranked, 1):
+        row = [str(i), r.name, validation_cell(r), cost_text(r, d.recommendation.measure), accuracy_cell(r)]
+        if other_name:
+            row.append(other_cell(r))
+            row += [_optional("other_roc_auc", lambda v: f"{v:.4f}")(r)] if binary else []
+        rows.append(row)
+    return Table(header, rows, set(range(2, len(header))) | {0}, [r.name for r in d.recommendation.ranked],
+                 d.recommendation.best.name, f"deploy-{d.dataset}")
 
 
 MCNEMAR_COLUMNS = ["pair (A vs B)", "source", "only A right", "only B right", "p-value", "test", "verdict"]
@@ -215,8 +267,7 @@ def other_source_section(d) -> dict:
     source = get_dataset(d.dataset).other_source
     if source is None:
         return {"name": None}
-    scored = sorted((r for r in d.results if r.metrics.get("other_accuracy") is not None),
-                    key=lambda r: -r.metrics["other_accuracy"])
+    scored = sorted((r for r in d.results if robustness(r) is not None), key=lambda r: -robustness(r))
     section = {"name": source.name, "citation": source.citation, "licence": source.licence,
                "made_like": source.made_like, "table": None, "verdict": None}
     if not scored:
@@ -227,16 +278,18 @@ def other_source_section(d) -> dict:
         return section
     binary = "other_roc_auc" in scored[0].metrics
     header = ["model", "test accuracy", f"accuracy on {source.name}", "change (points)"]
-    header += ["ROC-AUC there"] if binary else []
+    header += ["balanced accuracy there", "ROC-AUC there"] if binary else []
     rows = []
     for r in scored:
         m = r.metrics
         spread = m.get("other_accuracy_std") if m.get("seeds", 1) > 1 else None
         there = f"{100 * m['other_accuracy']:.2f}%" + (f" ± {100 * spread:.2f}" if spread else "")
         row = [r.name, f"{100 * m['test_accuracy']:.2f}%", there, f"{_drop(r):+.2f}"]
-        rows.append(row + ([_optional("other_roc_auc", lambda v: f"{v:.4f}")(r)] if binary else []))
+        rows.append(row + ([_optional("other_balanced_accuracy", lambda v: f"{100 * v:.2f}%")(r),
+                            _optional("other_roc_auc", lambda v: f"{v:.4f}")(r)] if binary else []))
     best, steadiest = scored[0], max(scored, key=_drop)
-    verdict = (f"Most robust there: {best.name}, {100 * best.metrics['other_accuracy']:.2f}% of the "
+    what = "balanced accuracy " if "other_balanced_accuracy" in best.metrics else ""
+    verdict = (f"Most robust there: {best.name}, {what}{100 * robustness(best):.2f}% of the "
                f"{best.metrics['other_size']:,} images, against {100 * best.metrics['test_accuracy']:.2f}% "
                "on the test set.")
     if steadiest is not best:
