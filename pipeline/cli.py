@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int | None:
 
     if args.stage == "train":
         return _train(args)
+    if args.stage == "evaluate":
+        return _evaluate(args)
     params = _load_params(args)
     if args.stage == "stages":
         from pipeline import stages
@@ -90,10 +92,6 @@ def run(args: argparse.Namespace) -> int | None:
         from pipeline import prepare
 
         prepare.main(params, args.dataset)
-    elif args.stage == "evaluate":
-        from pipeline import evaluate
-
-        evaluate.main(params, args.dataset, args.model)
     elif args.stage == "report":
         from pipeline import report
 
@@ -127,6 +125,18 @@ def _train(args: argparse.Namespace) -> int | None:
             return distributed.launch(params, args.params, args.dataset, args.model)
         train.main(params, args.dataset, args.model, run_log)
     return None
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from pipeline.tracking.run_log import RunLog
+
+    # The MLflow child first, as for train: it opens the store and imports what logging a model
+    # takes while this process imports torch and scores the test set.
+    with RunLog(args.dataset, evaluate=True) as run_log:
+        params = _load_params(args)
+        from pipeline import evaluate
+
+        evaluate.main(params, args.dataset, args.model, run_log)
 
 
 INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"

@@ -8,10 +8,12 @@ register stage chooses.
     #        other_accuracy / other_size on the other source's images),
     #        metrics/mnist/seeds/lenet5.json (each seed's run), and for the first seed
     #        metrics/mnist/per_class/lenet5.json, metrics/mnist/predictions/lenet5.csv;
-    #        logs each seed's metrics and figures to that seed's MLflow run
+    #        logs each seed's metrics, figures and model to that seed's MLflow run (through the
+#        MLflow child pipeline.tracking.run_log: this process never imports mlflow)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,14 +35,24 @@ from pipeline.engine.learners import build_learner
 from pipeline.reporting import figures
 from pipeline.reporting.stats import mean_and_spread
 from pipeline.tracking import serving
-from pipeline.tracking.runs import log_evaluation, prepared_dataset
+from pipeline.tracking.run_log import RunLog
+from pipeline.tracking.runs import prepared_dataset
 from pipeline.tracking.store import check_store
 
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str, model_name: str) -> dict:
-    """Scores each seed's checkpoint; returns the metrics averaged over the seeds."""
+def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None = None) -> dict:
+    """Scores each seed's checkpoint; returns the metrics averaged over the seeds. `run_log`: the
+    MLflow child `pipeline evaluate` started first thing; one is started here if None."""
+    with contextlib.ExitStack() as stack:
+        run_log = run_log or stack.enter_context(RunLog(dataset, evaluate=True))
+        # The figures and model files each seed's run gets stay until the child has logged them.
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        return _evaluate(params, dataset, model_name, run_log, scratch)
+
+
+def _evaluate(params: Params, dataset: str, model_name: str, run_log: RunLog, scratch: Path) -> dict:
     cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
     seeds = params.seeds_for(dataset, model_name)
     device = runtime.setup(params.runtime, seeds[0])
@@ -77,8 +89,8 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
                    **cost}
         if seed == seeds[0]:  # the first seed's run is the one the report draws
             _write_seed_outputs(dataset, model_name, data, scored)
-        _log_to_run(dataset, model_name, seed, checkpoint["mlflow_run_id"], metrics, scored, learner, data,
-                    dataclasses.asdict(params.serve))
+        _log_to_run(run_log, scratch / f"seed{seed}", dataset, model_name, seed, checkpoint["mlflow_run_id"],
+                    metrics, scored, learner, data, dataclasses.asdict(params.serve))
         runs.append({"seed": seed, "mlflow_run_id": checkpoint["mlflow_run_id"], **metrics})
         log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
                  metrics["test_accuracy"], metrics["test_loss"])
@@ -86,6 +98,7 @@ def main(params: Params, dataset: str, model_name: str) -> dict:
             log.info("%s/%s seed %d: accuracy %.4f on %d images from another source (%s)", dataset, model_name,
                      seed, beyond["other_accuracy"], beyond["other_size"], get_dataset(dataset).other_source.name)
     summary = summarize_seeds(runs)
+    run_log.flush()  # a run MLflow could not take fails the stage before its metrics are written
     write_text(artifacts.seed_metrics_file(dataset, model_name), json.dumps(runs, indent=2) + "\n")
     write_text(artifacts.metrics_file(dataset, model_name), json.dumps(summary, indent=2) + "\n")
     if len(runs) > 1:
@@ -200,30 +213,33 @@ def _write_seed_outputs(dataset: str, model_name: str, data: dict, scored: dict)
         write_csv(artifacts.curve_points_file(dataset, kind, model_name), points)
 
 
-def _log_to_run(dataset, model_name, seed, run_id, metrics, scored, learner, data, limits: dict) -> None:
-    """The seed's test metrics, figures and served model, added to its training run."""
+def _log_to_run(run_log: RunLog, folder: Path, dataset, model_name, seed, run_id, metrics, scored, learner, data,
+                limits: dict) -> None:
+    """The seed's test metrics, figures and served model, sent to the MLflow child for its training
+    run; the files go into `folder`."""
     curves = scored["curves"]
-    with tempfile.TemporaryDirectory() as tmp:
-        per_class = Path(tmp) / "per_class.json"
-        per_class.write_text(json.dumps(scored["per_class"], indent=2) + "\n")
-        artifacts = [
-            figures.confusion_matrix(np.array(scored["per_class"]["confusion_matrix"]), scored["class_names"],
-                                     f"{model_name}: test confusion matrix", Path(tmp) / "confusion_matrix.png"),
-            figures.learning_curves(read_curves(dataset, model_name, seed), model_name,
-                                    Path(tmp) / "learning_curves.png"),
-            per_class,
-        ]
-        if curves:
-            artifacts.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"],
-                                                model_name, Path(tmp) / "roc_pr.png"))
-        sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
-        # The run already holds val_accuracy and val_loss per epoch (steps 1..n): a step-0 value would
-        # read as one more epoch, to the UI and to resuming (reopen_training_run).
-        logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
-        log_evaluation(run_id, logged, artifacts, learner.served_model(),
-                       serving.servable(learner, dataset, data["test_x"], scored["class_names"],
-                                        get_dataset(dataset).binary, metrics.get("threshold"), limits),
-                       prepared_dataset(dataset, "evaluation", sizes))
+    folder.mkdir()
+    per_class = folder / "per_class.json"
+    per_class.write_text(json.dumps(scored["per_class"], indent=2) + "\n")
+    files = [
+        figures.confusion_matrix(np.array(scored["per_class"]["confusion_matrix"]), scored["class_names"],
+                                 f"{model_name}: test confusion matrix", folder / "confusion_matrix.png"),
+        figures.learning_curves(read_curves(dataset, model_name, seed), model_name, folder / "learning_curves.png"),
+        per_class,
+    ]
+    if curves:
+        files.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"], model_name,
+                                        folder / "roc_pr.png"))
+    sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
+    # The run already holds val_accuracy and val_loss per epoch (steps 1..n): a step-0 value would
+    # read as one more epoch, to the UI and to resuming (reopen_training_run).
+    logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
+    model = serving.model_request(learner.served_model(),
+                                  serving.servable(learner, dataset, data["test_x"], scored["class_names"],
+                                                   get_dataset(dataset).binary, metrics.get("threshold"), limits),
+                                  folder)
+    run_log.log_evaluation(run_id, logged, [str(f) for f in files], model,
+                           prepared_dataset(dataset, "evaluation", sizes))
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:

@@ -1,5 +1,5 @@
-"""The train stage's MLflow child (pipeline.tracking.run_log): real `pipeline train` processes, a real
-sqlite store, real signals."""
+"""The train and evaluate stages' MLflow child (pipeline.tracking.run_log): real `pipeline train` and
+`pipeline evaluate` processes, a real sqlite store, real signals."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,15 @@ import sys
 import time
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from pipeline import artifacts, train
+from pipeline.config import load_params
 from pipeline.engine import resume
+from pipeline.tracking import serving
 from pipeline.tracking.run_log import RunLog
 from pipeline.tracking.runs import file_md5
 from pipeline.tracking.store import TrackingError
@@ -58,6 +61,38 @@ def test_the_training_process_never_imports_mlflow_and_its_child_logs_the_run(wo
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert run.data.metrics["best_epoch"] == checkpoint["best_epoch"]
     assert run.data.metrics["train_seconds"] == pytest.approx(checkpoint["train_seconds"])
+
+
+def test_the_evaluating_process_never_imports_mlflow_and_its_child_logs_model_and_figures(
+        workspace, mlflow_uri, tmp_path, monkeypatch):
+    params = _params_file(tmp_path, epochs=1)
+    train.main(load_params(params), "mnist", MODEL)
+    metrics_file = artifacts.metrics_file("mnist", MODEL)
+    metrics_file.unlink(missing_ok=True)
+    code = ("import sys; from pipeline import cli; code = cli.main(['--params', sys.argv[1], 'evaluate', '--dataset', "
+            "'mnist', '--model', sys.argv[2]]); assert 'mlflow' not in sys.modules, 'mlflow imported'; sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code, params, MODEL], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(metrics_file.read_text())
+
+    run_id = json.loads(artifacts.seed_metrics_file("mnist", MODEL).read_text())[0]["mlflow_run_id"]
+    client = mlflow.MlflowClient(mlflow_uri)
+    run = client.get_run(run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+    assert {a.path for a in client.list_artifacts(run_id)} >= {"confusion_matrix.png", "learning_curves.png",
+                                                               "per_class.json"}
+    contexts = {{t.key: t.value for t in d.tags}["mlflow.data.context"] for d in run.inputs.dataset_inputs}
+    assert contexts == {"training", "evaluation"}
+    served = serving.load_logged(f"runs:/{run_id}/model")  # the child logged what the stage wrote
+    assert len(served.predict({serving.IMAGE_COLUMN: [serving.encode_png(np.full((28, 28), 255, np.uint8))]})) == 1
+
+    # A store that lacks the training run: the stage fails naming it, and writes no metrics file.
+    metrics_file.unlink()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--params", params, "evaluate", "--dataset", "mnist",
+                           "--model", MODEL], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert run_id in proc.stderr and not metrics_file.exists()
 
 
 def test_ctrl_c_ends_the_run_as_failed(workspace, mlflow_uri, tmp_path):

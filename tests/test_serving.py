@@ -388,7 +388,7 @@ def digits_on_disk(registered, tmp_path) -> list[str]:
     return files
 
 
-def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(registered, caplog):
+def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(registered, caplog, tmp_path):
     """The NumPy CNN and a torch model logged as data; MLflow's "Saving ... by Pickle" warning is gone."""
     import logging
 
@@ -404,7 +404,8 @@ def test_logging_a_model_writes_no_pickle_and_mlflow_gives_no_pickle_warning(reg
         run = client.create_run(experiment)
         spec = serving.servable(learner, "mnist", images, [str(k) for k in range(10)], False, None)
         with caplog.at_level(logging.WARNING):
-            serving.log_model(run.info.run_id, learner.served_model(), spec)
+            serving.log_model(run.info.run_id, serving.model_request(learner.served_model(), spec,
+                                                                     tmp_path / name))
         assert "pickle" not in caplog.text.lower()
         local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/model"))
         assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.pth"))

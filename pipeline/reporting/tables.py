@@ -149,7 +149,7 @@ def recommendation_line(rec, other_name: str | None = None) -> str:
     return line
 
 
-DEPLOY_COLUMNS = ["rank", "model", "validation accuracy [Wilson CI]", "cost", "test accuracy [Wilson CI]"]
+DEPLOY_COLUMNS = ["model", "validation accuracy [Wilson CI]", "cost", "test accuracy [Wilson CI]"]
 
 
 def deploy_table(d, other_name: str | None) -> Table:
@@ -161,13 +161,13 @@ def deploy_table(d, other_name: str | None) -> Table:
         header += [f"on {other_name}" + (" (balanced accuracy)" if binary else "")]
         header += ["ROC-AUC there"] if binary else []
     rows = []
-    for i, r in enumerate(d.recommendation.ranked, 1):
-        row = [str(i), r.name, validation_cell(r), cost_text(r, d.recommendation.measure), accuracy_cell(r)]
+    for r in d.recommendation.ranked:
+        row = [r.name, validation_cell(r), cost_text(r, d.recommendation.measure), accuracy_cell(r)]
         if other_name:
             row.append(other_cell(r))
             row += [_optional("other_roc_auc", lambda v: f"{v:.4f}")(r)] if binary else []
         rows.append(row)
-    return Table(header, rows, set(range(2, len(header))) | {0}, [r.name for r in d.recommendation.ranked],
+    return Table(header, rows, set(range(1, len(header))), [r.name for r in d.recommendation.ranked],
                  d.recommendation.best.name, f"deploy-{d.dataset}")
 
 
@@ -266,7 +266,7 @@ def other_source_section(d) -> dict:
     accuracy there against its test accuracy, and the most robust model; or why nothing was scored."""
     source = get_dataset(d.dataset).other_source
     if source is None:
-        return {"name": None}
+        return {"name": None, "table": None, "verdict": None}
     scored = sorted((r for r in d.results if robustness(r) is not None), key=lambda r: -robustness(r))
     section = {"name": source.name, "citation": source.citation, "licence": source.licence,
                "made_like": source.made_like, "table": None, "verdict": None}

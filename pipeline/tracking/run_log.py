@@ -1,15 +1,19 @@
-"""The train stage's MLflow runs, kept by a child process: training never imports mlflow.
+"""The train and evaluate stages' MLflow runs, kept by a child process: neither stage imports mlflow.
 
 Importing mlflow and opening its store cost the train stage 1.6 s of one core here (mlflow's
-import 0.97 s, the first set_experiment on sqlite 0.64 s), 15% of an mlp training. The child,
-`python -m pipeline.tracking.run_log DATASET`, started by `pipeline train` before anything else, checks
-and opens the store on the other core while the stage imports torch, loads its data and builds
-its model; the stage then sends it JSON lines on its stdin:
+import 0.97 s, the first set_experiment on sqlite 0.64 s), 15% of an mlp training; the evaluate
+stage paid that and logging its models, 3.4 s of logreg's 8.4. The child,
+`python -m pipeline.tracking.run_log DATASET [evaluate]`, started by `pipeline train` and
+`pipeline evaluate` before anything else, checks and opens the store on the other core while the
+stage imports torch, loads its data and builds or scores its model (for evaluate it then imports
+what logging a model takes); the stage sends it JSON lines on its stdin:
 
     {"op": "start", "model": ..., "params": {...}, "tags": {...},
      "system_metrics": false}                                       -> {"run_id": ...}
     {"op": "reopen", "run_id": ..., "system_metrics": false}        -> {"run_id": ..., "logged": [...]}
     {"op": "log", "metrics": {...}, "step": N}                      (no answer: training goes on)
+    {"op": "evaluation", "run_id": ..., "metrics": {...}, "artifacts": [...], "model": {...},
+     "test_split": {...}}                                           (no answer: the stage goes on)
     {"op": "flush"}                                                 -> {} once every log is stored
     {"op": "end", "status": "FINISHED"}                             -> {}
 
@@ -28,19 +32,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.tracking.runs import end_run, log_epoch, open_experiment, reopen_training_run, start_training_run
+from pipeline.tracking.runs import (
+    end_run,
+    log_epoch,
+    log_evaluation,
+    open_experiment,
+    reopen_training_run,
+    start_training_run,
+)
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
 
 
 class RunLog:
-    """The child's handle in the stage; one per stage process, runs opened one after another."""
+    """The child's handle in the stage; one per stage process, runs opened one after another.
+    `evaluate`: the child also readies itself to log models (serving.warm)."""
 
-    def __init__(self, dataset: str) -> None:
+    def __init__(self, dataset: str, evaluate: bool = False) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tracking.run_log", dataset], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "pipeline.tracking.run_log", dataset, *(["evaluate"] if evaluate else [])],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONPATH": python_path})
         self.used = False
 
@@ -70,8 +83,15 @@ class RunLog:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._send({"op": "log", "metrics": metrics, "step": step})
 
+    def log_evaluation(self, run_id: str, metrics: dict[str, float], artifacts: list[str], model: dict,
+                       test_split: dict | None = None) -> None:
+        """runs.log_evaluation() in the child, without waiting: flush() tells how it went. The
+        files named must stay until then."""
+        self._send({"op": "evaluation", "run_id": run_id, "metrics": metrics, "artifacts": artifacts,
+                    "model": model, "test_split": test_split})
+
     def flush(self) -> None:
-        """Returns once every metric sent is stored; TrackingError if one could not be."""
+        """Returns once every metric and evaluation sent is stored; TrackingError if one could not be."""
         self._ask({"op": "flush"})
 
     def end(self, status: str = "FINISHED") -> None:
@@ -122,26 +142,28 @@ class RunLog:
                                       f"{code}; its traceback is above, in this stage's log")
 
 
-def serve(dataset: str, requests, answers, interrupted: list | None = None) -> None:
+def serve(dataset: str, requests, answers, interrupted: list | None = None, evaluate: bool = False) -> None:
     """The child's loop: one MLflow call per request line, until the stage closes stdin.
 
-    `interrupted` non-empty at the end: Ctrl-C reached the stage, and a run it left open is FAILED."""
+    `interrupted` non-empty at the end: Ctrl-C reached the stage, and a run it left open is FAILED.
+    `evaluate`: models will be logged; what that imports is imported before the first request."""
     mlflow, unusable, failure = None, None, None  # failure: a failed log, told at the next request
     try:
         check_store()
         mlflow = open_experiment(dataset)  # the slow part, done before the first request
+        if evaluate:
+            from pipeline.tracking import serving
+
+            serving.warm()
     except TrackingError as e:
         unusable = str(e)
     except Exception as e:  # an unreadable store, a broken mlflow install alike
         unusable = describe_failure(f"cannot open the experiment {dataset}", e)
     for line in requests:
         request = json.loads(line)
-        if request["op"] == "log":
+        if request["op"] in ("log", "evaluation"):
             if mlflow is not None and failure is None:
-                try:
-                    log_epoch(request["metrics"], request["step"])
-                except Exception as e:
-                    failure = describe_failure(f"cannot log the metrics of step {request['step']}", e)
+                failure = _store(request)
             continue
         if mlflow is None:  # no run was opened, so there is none to end
             answer = {} if request["op"] == "end" else {"error": unusable}
@@ -157,6 +179,21 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None) -> N
             mlflow.end_run(status)
         except Exception as e:
             print(describe_failure(f"cannot mark the stage's run {status}", e), file=sys.stderr)
+
+
+def _store(request: dict) -> str | None:
+    """Stores a request that gets no answer; what went wrong, if anything."""
+    try:
+        if request["op"] == "log":
+            log_epoch(request["metrics"], request["step"])
+        else:
+            log_evaluation(request["run_id"], request["metrics"], request["artifacts"], request["model"],
+                           request["test_split"])
+    except Exception as e:
+        what = (f"cannot log the metrics of step {request['step']}" if request["op"] == "log"
+                else f"cannot log the evaluation of MLflow run {request['run_id']}")
+        return describe_failure(what, e)
+    return None
 
 
 def _answer(dataset: str, request: dict, failure: str | None) -> dict:
@@ -187,7 +224,7 @@ def main() -> None:
     # goes to stderr, the stage's log.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.argv[1], sys.stdin, answers, interrupted)
+    serve(sys.argv[1], sys.stdin, answers, interrupted, evaluate=sys.argv[2:] == ["evaluate"])
     # Every run is stored (each MLflow call commits): skip the interpreter's teardown of
     # mlflow's modules, 0.75 s the stage would wait for.
     for stream in (answers, sys.stdout, sys.stderr):

@@ -114,13 +114,13 @@ def reopen_training_run(run_id: str, system_metrics: bool = False) -> set[int]:
     return {m.step for m in mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, "val_accuracy")}
 
 
-def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path], model, servable: dict,
+def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[str], model: dict,
                    test_split: dict | None = None) -> None:
     """Adds test metrics, figures, the test split as a dataset input and the logged model (which
-    takes image files, pipeline.tracking.serving) to the training run.
+    takes image files, pipeline.tracking.serving) to the training run. JSON in, so that the
+    evaluate stage's MLflow child (pipeline.tracking.run_log) can be sent it.
 
-    `servable`: {"preset", "spec", "images"} -- how the model reads images, and real ones for its
-    input example; `test_split`: dataset_input()'s arguments for the test split.
+    `model`: serving.model_request()'s; `test_split`: log_dataset()'s arguments for the test split.
     """
     import time
 
@@ -137,7 +137,7 @@ def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[Path]
         client.log_artifact(run_id, str(path))
     if test_split:
         log_dataset(run_id, **test_split)
-    serving.log_model(run_id, model, servable)
+    serving.log_model(run_id, model)
 
 
 def log_dataset(run_id: str, name: str, digest: str, source: str, context: str, sizes: dict[str, int]) -> None:

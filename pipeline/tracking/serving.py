@@ -14,14 +14,15 @@ Tensors (the preset already applied, `inputs` [N, C, S, S]; raw uint8 [N, 28, 28
 CNN) get the logits, as they always did. A request that is neither gets a 400 naming what is
 wrong; the server goes on serving.
 
-Logged by `log_model` through `mlflow.models.Model.log(flavor=<this module>)` as a pyfunc model
-that holds data only, never code or a pickle (whoever can write one artifact of a shared store
-must not run code where a champion is loaded or served): `data/model.json` names the network's
-architecture in the model registry (pipeline.models) and its build settings, the evaluation
-preset's settings and the facts of the run (classes, threshold, side); `data/weights.safetensors`
-holds the weights. Loading (`_load_pyfunc`, the flavour's `loader_module`) rebuilds the network
-from the installed package's registry and refuses anything else: a file of the old pickle format,
-weights that are not safetensors, a model.json that names no registered model.
+Written by `model_request` and logged by `log_model` through `mlflow.models.Model.log(flavor=<this
+module>)` as a pyfunc model that holds data only, never code or a pickle (whoever can write one
+artifact of a shared store must not run code where a champion is loaded or served):
+`data/model.json` names the network's architecture in the model registry (pipeline.models) and its
+build settings, the evaluation preset's settings and the facts of the run (classes, threshold,
+side); `data/weights.safetensors` holds the weights. Loading (`_load_pyfunc`, the flavour's
+`loader_module`) rebuilds the network from the installed package's registry and refuses anything
+else: a file of the old pickle format, weights that are not safetensors, a model.json that names
+no registered model.
 """
 from __future__ import annotations
 
@@ -47,38 +48,57 @@ class UnsafeModelError(ValueError):
     """A logged model that is not this module's data-only format: refused before anything in it runs."""
 
 
-def log_model(run_id: str, model, servable: dict) -> None:
-    import numpy as np
+def model_request(model, servable: dict, folder: Path) -> dict:
+    """What log_model needs of a trained model, as JSON: its data folder, written here under
+    `folder` (model.json and the weights as safetensors), and its input example. The evaluate
+    stage writes it, and its MLflow child (pipeline.tracking.run_log) logs it, so the stage never
+    imports mlflow."""
+    description = {"format": FORMAT, **servable["network"], "preset": servable["preset"], "spec": servable["spec"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    data = write_data(folder / "data", description, _weights(model))
+    # The example is a real test image, as a client posts it (the UI shows it), served once here
+    # through this module's loader from the written files, as `mlflow models serve` would: a model
+    # that does not load or answer fails the stage (MLflow's own check of it only warns, and would
+    # import torch into the logging process).
+    examples = [encode_png(img) for img in servable["images"]]
+    answers = load_classifier(data).predict({IMAGE_COLUMN: examples})
+    if len(answers) != len(examples):
+        raise UnsafeModelError(f"the model written to {data} answered {len(answers)} of {len(examples)} images")
+    return {"data": str(data), "binary": bool(servable["spec"]["binary"]), "examples": examples}
+
+
+def log_model(run_id: str, request: dict) -> None:
+    """Logs model_request()'s model to the run, as `model`."""
+    from importlib.metadata import version
+
     import pandas as pd
-    import PIL
-    import scipy
-    import torch
     from mlflow.models import Model, ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    spec = servable["spec"]
     # Explicit requirements: MLflow's inference of them imports the model in a subprocess. Pillow
-    # decodes the posted images; numpy does the NumPy CNN's maths; torch runs the preset.
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}",
-                    f"pillow=={PIL.__version__}", f"scipy=={scipy.__version__}"]
-    binary = spec["binary"]
+    # decodes the posted images; numpy does the NumPy CNN's maths; torch runs the preset. Read
+    # from the installed distributions: this process need not import torch for them.
+    requirements = [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "numpy", "pillow", "scipy")]
     outputs = [ColSpec("string", "class"), ColSpec("double", "probability")]
-    if binary:
+    if request["binary"]:
         outputs += [ColSpec("double", POSITIVE_COLUMN), ColSpec("double", "threshold")]
-
-    # The example is a real test image, as a client posts it: the UI shows it, and at logging
-    # MLflow serves it once through this module's loader (a broken model fails here).
-    input_example = pd.DataFrame({IMAGE_COLUMN: [encode_png(img) for img in servable["images"]]})
     with _no_requirement_scan():
         Model.log(
-            artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id,
-            description={"format": FORMAT, **servable["network"], "preset": servable["preset"], "spec": spec},
-            weights=_weights(model),
+            artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id, data=request["data"],
             # No input schema: one served model takes two forms (image files, tensors) that one MLflow
             # schema cannot describe; serving.ImageClassifier checks each request itself.
-            signature=ModelSignature(outputs=Schema(outputs)), input_example=input_example,
-            pip_requirements=requirements,
+            signature=ModelSignature(outputs=Schema(outputs)),
+            input_example=pd.DataFrame({IMAGE_COLUMN: request["examples"]}), pip_requirements=requirements,
+            validate_serving_input=False,  # model_request() served it
         )
+
+
+def warm() -> None:
+    """Imports what logging a model takes (MLflow's model code): the evaluate stage's MLflow child
+    does this while the stage scores, not after."""
+    import mlflow.models  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+    import pandas  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -111,20 +131,15 @@ def _weights(model) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v) for k, v in model.state_dict().items()}
 
 
-def save_model(path, mlflow_model, description: dict, weights: dict, signature, input_example,
-               pip_requirements: list[str]) -> None:
-    """The flavour's save hook (what Model.log calls): model.json and the weights as safetensors,
-    served by this module (`loader_module`); no code is logged with it (no code_paths): loading
-    uses the installed package."""
-    import tempfile
-
+def save_model(path, mlflow_model, data: str, signature, input_example, pip_requirements: list[str],
+               validate_serving_input: bool = False) -> None:
+    """The flavour's save hook (what Model.log calls, with Model.log's own `validate_serving_input`):
+    the `data` folder of model_request(), served by this module (`loader_module`); no code is
+    logged with it (no code_paths): loading uses the installed package."""
     import mlflow.pyfunc
 
-    with tempfile.TemporaryDirectory() as tmp:
-        data = write_data(Path(tmp) / "data", description, weights)
-        mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=str(data), mlflow_model=mlflow_model,
-                                 signature=signature, input_example=input_example,
-                                 pip_requirements=pip_requirements)
+    mlflow.pyfunc.save_model(str(path), loader_module=__name__, data_path=data, mlflow_model=mlflow_model,
+                             signature=signature, input_example=input_example, pip_requirements=pip_requirements)
 
 
 def write_data(data: Path, description: dict, weights: dict) -> Path:
@@ -363,12 +378,12 @@ class ImageClassifier:
 
 def _image_column(model_input):
     """The base64 values of the `image` column, None for a tensor; 400 for any other table."""
-    import pandas as pd
-
     if isinstance(model_input, dict):
         if set(model_input) != {IMAGE_COLUMN}:
             raise _bad_request(f"expected one input named '{IMAGE_COLUMN}', got {sorted(model_input)}")
         return list(np.asarray(model_input[IMAGE_COLUMN], dtype=object).reshape(-1))
+    import pandas as pd  # here, not above: the evaluate stage's check of a dict needs none of it
+
     if isinstance(model_input, pd.DataFrame):
         if list(model_input.columns) != [IMAGE_COLUMN]:
             raise _bad_request(f"expected one column '{IMAGE_COLUMN}' of base64 PNG or JPEG files, got "
