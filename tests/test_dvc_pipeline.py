@@ -256,10 +256,11 @@ def test_changing_one_model_reruns_only_it_and_metrics_diff_shows_the_change(rep
     assert "metrics/mnist/logreg.json" in table and "test_accuracy" in table
 
 
-def test_a_queued_grid_of_experiments_shows_each_test_accuracy(repo):
+def test_a_queued_grid_of_experiments_run_two_at_a_time_shows_each_test_accuracy(repo):
     root, env = repo
     _sh(["dvc", "exp", "run", "--queue", "-S", "train.mnist.logreg.lr=0.02,0.05"], root, env)
-    _sh(["dvc", "exp", "run", "--run-all"], root, env)
+    # Two at a time, as README "Experiments at scale" runs a grid: their stages share one store.
+    _sh(["dvc", "exp", "run", "--run-all", "--jobs", "2"], root, env)
     shown = json.loads(_sh(["dvc", "exp", "show", "--json"], root, env).stdout)
     experiments = [rev for baseline in shown for exp in baseline.get("experiments") or []
                    for rev in exp["revs"]]
@@ -274,3 +275,14 @@ def test_a_queued_grid_of_experiments_shows_each_test_accuracy(repo):
             _metric(root, "mnist", "keras_cnn2")["test_accuracy"]  # not re-run: from the baseline
     assert sorted(accuracies) == [0.02, 0.05]
     assert all(ACCURACY_FLOORS["logreg"] - 0.1 < a <= 1.0 for a in accuracies.values()), accuracies
+    # The store lost nothing to the two experiments' concurrent stages: each seed of each learning
+    # rate has its finished run, every epoch's metrics and its test accuracy.
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("mnist").experiment_id],
+                                          "tags.model = 'logreg'") if r.data.params["lr"] in ("0.02", "0.05")]
+    assert sorted((r.data.params["lr"], r.data.params["seed"]) for r in runs) == [
+        ("0.02", "12"), ("0.02", "13"), ("0.05", "12"), ("0.05", "13")]
+    for run in runs:
+        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert epochs == list(range(1, int(run.data.params["epochs"]) + 1))
