@@ -55,16 +55,17 @@ def test_per_image_standardisation_ignores_each_photos_exposure_and_contrast(pho
     torch.testing.assert_close(flat.std(1, correction=0)[unfloored], torch.ones(int(unfloored.sum())), atol=1e-4,
                                rtol=0)
     # Another camera's exposure and contrast (an affine change of the pixels, kept in range): the
-    # same inputs, where the dataset's fixed mean and std give other ones.
+    # same inputs but for uint8 rounding, where the dataset's fixed mean and std give other ones.
     darker = (photos.float() * 0.7 + 20).round().to(torch.uint8)
     fixed = InputPreset("crack", 32, 1)
-    assert (preset(darker) - x).abs().max() < 0.05
-    assert (fixed(darker) - fixed(photos)).abs().mean() > 0.5
+    moved = (fixed(darker) - fixed(photos)).abs().mean()
+    # measured at 64x64 on the shared set: 0.074 against 1.11
+    assert moved > 0.5 and (preset(darker) - x).abs().mean() < 0.15 * moved
 
 
 def test_settings_that_cannot_work_are_refused_naming_the_key(workspace, mlflow_uri, capsys):
     bad = {
-        "mnist": ("lenet5", {"geometric": True}, r"train\.mnist\.lenet5: .*orientation"),
+        "mnist": ("lenet5", {"augment": False, "geometric": True}, r"train\.mnist\.lenet5: .*orientation"),
         "crack": ("crack_cnn", {"augment": True, "photometric": True}, r"train\.crack\.crack_cnn\.augment"),
     }
     for dataset, (model, override, message) in bad.items():
