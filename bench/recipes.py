@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print --log's rows as a Markdown table and stop")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: params.yaml's")
     parser.add_argument("--log", type=Path, default=REPO / "bench" / "recipes.jsonl")
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml",
+                        help="the params file whose entries and runtime (threads) the recipes change")
     args = parser.parse_args()
     if args.table:
         print_table(args.log)
@@ -67,7 +69,7 @@ def main() -> None:
     if not args.model or not args.recipe:
         parser.error("--model and at least one --recipe are needed (or --table)")
 
-    params = load_params(REPO / "params.yaml")
+    params = load_params(args.params)
     base = params.train_config(args.dataset, args.model)
     if args.prepared:  # the prepare stage's own splits; its test split is not read
         data = torch.load(args.prepared, weights_only=True)

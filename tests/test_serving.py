@@ -333,7 +333,8 @@ def test_a_logged_model_is_data_only_and_loads_through_mlflow(registered, tmp_pa
         assert not path.read_bytes()[:2].startswith((b"\x80", b"PK")), path
     described = json.loads((local / "data/data/model.json").read_text())
     assert described["architecture"] == "mlp" and described["build"] == {"dataset": "mnist"}
-    assert described["preset"] == {"dataset": "mnist", "input_size": 28, "channels": 1, "resize": False}
+    assert described["preset"] == {"dataset": "mnist", "input_size": 28, "channels": 1, "resize": False,
+                                   "normalise": "dataset"}
     images, _ = _test_images(20)
     frame = __import__("pandas").DataFrame({"image": [serving.encode_png(i.numpy()) for i in images]})
     answers = mlflow.pyfunc.load_model("models:/mnist-classifier@champion").predict(frame)

@@ -82,6 +82,16 @@ class TrainConfig:
     input_size: int | None = None
     # The course's augmentation for transfer learning, on training batches only.
     augment: bool = False
+    # Robust by design (issue #25; BENCHMARKS.md, "Issue #25"), in pipeline.data.presets:
+    # normalise: dataset (the dataset's fixed or measured mean and std; ImageNet's for 3 channels)
+    # or per_image (each image minus its own mean, over its own std, in training, evaluation and
+    # serving alike: the logged model carries it).
+    normalise: Literal["dataset", "per_image"] = "dataset"
+    # Training batches only: each image its own random gamma, brightness, contrast, blur and noise
+    # (photometric); its own random resized crop, flips and quarter turns (geometric: datasets whose
+    # labels do not depend on orientation). Alternatives to `augment`, not additions to it.
+    photometric: bool = False
+    geometric: bool = False
     # resnet18_progressive: epochs that train the head only, then everything at unfrozen_lr.
     head_epochs: int = 0
     unfrozen_lr: float | None = None
@@ -117,6 +127,8 @@ class TrainConfig:
         check(0 <= self.weight_decay <= 1, "weight_decay", self.weight_decay, "a number in [0, 1]")
         check(self.input_size is None or 16 <= self.input_size <= MAX_SIDE, "input_size",
               self.input_size, f"null or an integer in [16, {MAX_SIDE}]")
+        check(not (self.augment and (self.photometric or self.geometric)), "augment", self.augment,
+              "false when photometric or geometric is set (the course's pipeline or the batched one)")
         check(self.head_epochs == 0 or 0 < self.head_epochs < self.epochs, "head_epochs",
               self.head_epochs, "0, or a positive integer smaller than epochs")
         check(self.unfrozen_lr is None or 0 < self.unfrozen_lr <= MAX_LR, "unfrozen_lr", self.unfrozen_lr,

@@ -37,7 +37,7 @@ DATASET = register_dataset(Dataset(
     # Grayscale, as lab-C; (mean, std) measured on 1,000 random images of ../shared/data/crack
     # at 64x64 (0.6748, 0.1228).
     in_channels=1, fixed_class_names=("no crack", "crack"), fixed_binary=True,
-    fixed_normalisation=(0.675, 0.123), pads=False, affine_augment=False,
+    fixed_normalisation=(0.675, 0.123), pads=False, affine_augment=False, orientation_free=True,
     other_source=OtherSource(
         "SDNET2018 bridge decks", "M. Maguire, S. Dorafshan, R. J. Thomas (2018), \"SDNET2018: A "
         "concrete crack image dataset for machine learning applications\", Utah State University, "

@@ -73,6 +73,9 @@ class Dataset:
     # What `augment` does for a single-channel model: a random affine per image on the batch
     # (digits: rotation, shift, scale); otherwise the course's crop, flip, jitter and rotation.
     affine_augment: bool = False
+    # Labels that flips and quarter turns leave unchanged (a crack is a crack upside down; a 6 is
+    # not a 9): what `geometric` augmentation needs.
+    orientation_free: bool = False
     other_source: OtherSource | None = None
     # The kind's own facts (an image folder's class folders, its Kaggle default, ...).
     options: Mapping[str, Any] = field(default_factory=dict)

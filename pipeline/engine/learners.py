@@ -66,9 +66,15 @@ class TorchLearner:
                        | {"dataset": dataset}}
         channels = spec.in_channels or get_dataset(dataset).in_channels
         self.input_shape = (channels, size, size)
-        self.preset = InputPreset(dataset, size, channels, resize=spec.resize)
-        self.train_preset = (InputPreset(dataset, size, channels, augment=True, resize=spec.resize)
-                             if cfg.augment else self.preset)
+        self.preset = InputPreset(dataset, size, channels, resize=spec.resize, normalise=cfg.normalise)
+        augmented = cfg.augment or cfg.photometric or cfg.geometric
+        try:
+            self.train_preset = (InputPreset(dataset, size, channels, augment=cfg.augment, resize=spec.resize,
+                                             normalise=cfg.normalise, photometric=cfg.photometric,
+                                             geometric=cfg.geometric)
+                                 if augmented else self.preset)
+        except ValueError as e:  # e.g. geometric on a dataset whose labels depend on orientation
+            raise ConfigError(f"{key}: {e}") from None
         self.num_params = count_params(self.model)
         self.phase: tuple[str, float] | None = None
         self._optimizer: torch.optim.Optimizer | None = None  # built on first use: see `optimizer`
