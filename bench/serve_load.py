@@ -4,6 +4,7 @@
     python bench/serve_load.py                               # 2,000 requests, 8 clients, 1 image each
     python bench/serve_load.py --requests 5000 --clients 16 --batch 8 --workers 2
     python bench/serve_load.py --payload tensor              # the preset applied by the client
+    python bench/serve_load.py --bounded                     # `pipeline serve` instead
 
 Starts `mlflow models serve -m models:/mnist-classifier@champion --env-manager local` on
 127.0.0.1 (the store of MLFLOW_TRACKING_URI, else sqlite:///mlflow.db), waits for /ping, sends
@@ -144,6 +145,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads")
     parser.add_argument("--batch", type=int, default=1, help="images per request")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers of the server")
+    parser.add_argument("--bounded", action="store_true",
+                        help="`pipeline serve` (body limit before reading) instead of `mlflow models serve`")
     parser.add_argument("--warmup", type=int, default=50, help="requests sent first, not counted")
     parser.add_argument("--payload", choices=["image", "tensor"], default="image",
                         help="base64 PNG files in the image column, or the preset's tensor as inputs")
@@ -155,7 +158,7 @@ def main() -> int:
     print(f"machine: {machine_info()}")
     print(f"tracking store: {tracking_uri()}")
     bodies, truths = request_bodies(args.params, args.mnist, args.warmup + args.requests, args.batch, args.payload)
-    with ModelServer(champion_uri("mnist"), workers=args.workers) as server:
+    with ModelServer(champion_uri("mnist"), workers=args.workers, bounded=args.bounded) as server:
         print(f"server: {server.url}, {args.workers} worker(s); {args.clients} clients, "
               f"{args.batch} image(s) per request, {args.warmup} warm-up requests")
         run_load(server.url, bodies[:args.warmup], args.clients)

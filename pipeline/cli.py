@@ -7,6 +7,7 @@
     pipeline report
     pipeline register --dataset mnist   # its best model -> models:/mnist-classifier@champion
     pipeline predict --dataset mnist [--model lenet5] [--json] digit.png ...
+    pipeline serve --dataset mnist [-p 5001]  # the champion, bounded (pipeline/tracking/bounded_server.py)
     pipeline models [--json]
     pipeline stages [--check]  # dvc.yaml's stages from params.yaml `datasets` and models
     pipeline profile full      # merge profiles/full.yaml into params.yaml
@@ -51,6 +52,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-small", action="store_true",
                    help="classify images under half the training images' side with a warning, "
                         "instead of refusing them")
+    p = sub.add_parser("serve", help="serve a logged model (default: the dataset's champion) with bounded "
+                                     "requests, as `mlflow models serve` answers")
+    p.add_argument("--dataset", help=DATASET_HELP)
+    p.add_argument("--model-uri", help="runs:/<run_id>/model or models:/<name>@<alias> (default: "
+                                       "models:/<dataset>-classifier@champion)")
+    p.add_argument("-H", "--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("-p", "--port", type=int, default=5001)
+    p.add_argument("-w", "--workers", type=int, default=1, choices=range(1, 17), metavar="1..16",
+                   help="processes, each with its own copy of the model")
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--json", action="store_true", help="a JSON list of {name, dataset, params}")
     p = sub.add_parser("stages", help="write dvc.yaml's stages for params.yaml `datasets` and models")
@@ -105,6 +115,12 @@ def run(args: argparse.Namespace) -> int | None:
         from pipeline import predict
 
         predict.main(params, args.dataset, args.images, args.model, args.json, args.allow_small)
+    elif args.stage == "serve":
+        from pipeline.tracking.bounded_server import serve
+        from pipeline.tracking.registry import champion_uri
+
+        serve(args.model_uri or champion_uri(args.dataset or params.datasets[0]), args.host, args.port,
+              args.workers)
 
 
 def _train(args: argparse.Namespace) -> int | None:
@@ -264,7 +280,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict", "stages"):
+    if args.stage in ("models", "profile", "predict", "serve", "stages"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))

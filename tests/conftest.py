@@ -171,12 +171,12 @@ def registered(registered_store) -> tuple[Path, Params]:
 
 
 @contextlib.contextmanager
-def served_champion(registered_store: tuple[Path, Params], dataset: str):
-    """`mlflow models serve` of the dataset's registered champion, on loopback."""
+def served_champion(registered_store: tuple[Path, Params], dataset: str, bounded: bool = False):
+    """`mlflow models serve` (bounded: `pipeline serve`) of the dataset's registered champion, on loopback."""
     from pipeline.tracking.registry import champion_uri
     from pipeline.tracking.server import ModelServer
 
     with contextlib.ExitStack() as stack:
         with inside(registered_store[0]):  # the store the champion is registered in
-            server = stack.enter_context(ModelServer(champion_uri(dataset)))
+            server = stack.enter_context(ModelServer(champion_uri(dataset), bounded=bounded))
         yield server

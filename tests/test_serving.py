@@ -7,6 +7,11 @@ import base64
 import contextlib
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,6 +27,7 @@ from pipeline.config import Params
 from pipeline.engine.learners import build_learner
 from pipeline.tracking import serving
 from pipeline.tracking.registry import ModelRun, model_run
+from pipeline.tracking.server import free_port
 from pipeline.tracking.store import TrackingError, tracking_uri
 from tests.conftest import SHARED_CRACK, served_champion, shrunk_params
 
@@ -35,6 +41,12 @@ def _tensor_inputs(params: Params, images: torch.Tensor) -> np.ndarray:
 @pytest.fixture(scope="module")
 def server(registered_store):
     with served_champion(registered_store, "mnist") as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def bounded_server(registered_store):
+    with served_champion(registered_store, "mnist", bounded=True) as served:
         yield served
 
 
@@ -373,6 +385,12 @@ def test_a_planted_pickle_is_refused_and_never_runs(registered, digits_on_disk, 
         if plant != "pytorch-loader":  # MLflow's own loader honours whatever loader an MLmodel names
             with pytest.raises(Exception, match="refusing|cannot load"):
                 mlflow.pyfunc.load_model("models:/mnist-classifier@champion")
+        else:  # ... and so `mlflow models serve` would; `pipeline serve` refuses before it serves
+            served = subprocess.run([sys.executable, "-m", "pipeline", "serve", "--dataset", "mnist",
+                                     "-p", str(free_port("127.0.0.1"))], capture_output=True, text=True,
+                                    timeout=180, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()})
+            assert served.returncode == 2 and "Traceback" not in served.stderr, served.stderr[-2000:]
+            assert "refusing to load" in served.stderr and "mlflow.pytorch" in served.stderr, served.stderr
         assert not marker.exists(), "the planted pickle ran"
     finally:
         shutil.rmtree(model_dir)
@@ -463,3 +481,47 @@ def test_served_champion_under_a_mix_of_good_and_hostile_requests(registered, se
             assert status == 400 and kind in json.loads(body)["message"], (kind, status, body[:300])
     # 13,000 x 13,000 decoded is 169 MB a request (RGBA: 676 MB); refused from the header, nothing grows.
     assert after - before < 150, (before, after)
+
+
+def _raw_exchange(server, head: bytes, chunks=(), timeout_s: float = 30.0) -> tuple[int, bytes, float]:
+    """Sends `head` (request line and headers), then `chunks` as long as the server reads them; the
+    status, body and seconds to the answer. A refused upload ends in a reset on the sending side."""
+    start = time.monotonic()
+    with socket.create_connection((server.host, server.port), timeout=timeout_s) as s:
+        s.sendall(head)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for chunk in chunks:
+                s.sendall(chunk)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while data := s.recv(65536):
+                answer += data
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2], time.monotonic() - start
+
+
+def test_pipeline_serve_answers_as_mlflow_and_refuses_a_large_body_before_reading_it(registered, bounded_server):
+    """`pipeline serve`: real digits answered as evaluated; a body declaring 50 MB gets a 413 naming
+    serve.max_request_bytes with not one body byte sent; a chunked body is cut off at the limit;
+    the server's memory stays flat and it goes on answering."""
+    images, _ = _test_images(8)
+    files = [base64.b64decode(serving.encode_png(image.numpy())) for image in images]
+    expected = [row["predicted"] for row in _evaluated("mnist", "mlp", 8)]
+    status, body = _post(bounded_server.url, _images_body(files))
+    assert status == 200 and [a["class"] for a in json.loads(body)["predictions"]] == expected, body[:300]
+    before = _server_memory_mib(bounded_server)
+    head = (b"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n")
+    status, body, seconds = _raw_exchange(bounded_server, head)  # headers only: the answer cannot wait for a body
+    assert status == 413 and "serve.max_request_bytes" in json.loads(body)["message"], body
+    assert seconds < 10
+    # Chunked: no declared length, 64 KB chunks until the server stops reading (at most 50 MB).
+    chunk = b"10000\r\n" + b"a" * 0x10000 + b"\r\n"
+    head = head.replace(b"Content-Length: 50000000", b"Transfer-Encoding: chunked")
+    for _ in range(3):
+        status, body, _ = _raw_exchange(bounded_server, head, [chunk] * 763)
+        assert status == 413 and "serve.max_request_bytes" in json.loads(body)["message"], body
+    # MLflow's app would have read 50 MB and more into memory each time; here at most the limit, once.
+    assert _server_memory_mib(bounded_server) - before < 100
+    status, body = _post(bounded_server.url, _images_body(files))
+    assert status == 200 and [a["class"] for a in json.loads(body)["predictions"]] == expected

@@ -1,5 +1,5 @@
-"""`mlflow models serve` of a logged model on loopback, started and stopped from Python: what the
-serving tests and bench/serve_load.py talk to."""
+"""`mlflow models serve` (or `pipeline serve`) of a logged model on loopback, started and stopped
+from Python: what the serving tests and bench/serve_load.py talk to."""
 from __future__ import annotations
 
 import os
@@ -12,12 +12,13 @@ class ModelServer:
     """`mlflow models serve` of `model_uri` on loopback, in this Python environment (no conda or
     virtualenv built per model), as a context manager: started and ready on entry, stopped with
     its worker processes on exit. MLFLOW_TRACKING_URI is passed on, so `models:/name@alias`
-    resolves in the pipeline's store.
+    resolves in the pipeline's store. bounded: `pipeline serve` instead (the same app and
+    answers; the model checked before it loads, a body over the limit refused unread).
     """
 
     def __init__(self, model_uri: str, port: int | None = None, workers: int = 1, host: str = "127.0.0.1",
-                 startup_timeout_s: float = 180.0) -> None:
-        self.model_uri, self.host, self.workers = model_uri, host, workers
+                 startup_timeout_s: float = 180.0, bounded: bool = False) -> None:
+        self.model_uri, self.host, self.workers, self.bounded = model_uri, host, workers, bounded
         self.port = port or free_port(host)
         self.startup_timeout_s = startup_timeout_s
         self.url = f"http://{host}:{self.port}"
@@ -33,6 +34,9 @@ class ModelServer:
         command = [str(mlflow_cli) if mlflow_cli.exists() else shutil.which("mlflow") or "mlflow",
                    "models", "serve", "-m", self.model_uri, "--env-manager", "local",
                    "-h", self.host, "-p", str(self.port), "-w", str(self.workers)]
+        if self.bounded:
+            command = [sys.executable, "-m", "pipeline", "serve", "--model-uri", self.model_uri,
+                       "-H", self.host, "-p", str(self.port), "-w", str(self.workers)]
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server mid-request.
         self.log = tempfile.NamedTemporaryFile(prefix="mlflow-serve-", suffix=".log", delete=False)
         # Its own process group: uvicorn's workers are children of the CLI, and go with it.
@@ -55,7 +59,8 @@ class ModelServer:
     def _wait_until_ready(self) -> None:
         problem = wait_until_answering(self.process, f"{self.url}/ping", self.startup_timeout_s)
         if problem:
-            raise TrackingError(f"`mlflow models serve -m {self.model_uri}` {problem}:\n{self.log_tail()}")
+            what = "pipeline serve --model-uri" if self.bounded else "mlflow models serve -m"
+            raise TrackingError(f"`{what} {self.model_uri}` {problem}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.process is None:

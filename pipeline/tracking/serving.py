@@ -32,8 +32,12 @@ import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
 
 IMAGE_COLUMN = "image"
 POSITIVE_COLUMN = "positive_probability"  # a binary model's P(positive class), whatever the class is called
@@ -221,17 +225,25 @@ def load_logged(model_uri: str) -> "ImageClassifier":
     and checked to be this module's format before anything in it is loaded: its MLmodel must name
     this module as its only loader and carry no code. (mlflow.pyfunc.load_model would import
     whatever loader_module and code an MLmodel names.)"""
+    return load_logged_with_metadata(model_uri)[0]
+
+
+def load_logged_with_metadata(model_uri: str) -> tuple["ImageClassifier", "Model"]:
+    """load_logged, and the model's MLmodel (signature, input example) that MLflow's scoring app
+    needs (pipeline.tracking.bounded_server)."""
     import os
     import tempfile
 
     import mlflow.artifacts
+    from mlflow.models import Model
 
     previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # pages of bars on a terminal
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-            return _checked_load(local)
+            classifier = _checked_load(local)  # first: Model.load below reads a file we now trust
+            return classifier, Model.load(str(local / "MLmodel"))
     finally:
         if previous is None:
             os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
