@@ -25,6 +25,7 @@ from pipeline import artifacts, evaluate, register, train
 from pipeline.config import ConfigError, parse_params
 from pipeline.data import mnist
 from pipeline.engine import resume
+from pipeline.tracking import store
 from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
@@ -292,6 +293,30 @@ def test_predict_after_the_model_artifacts_were_deleted_names_the_model_and_the_
         os.replace(tracked / "mlruns.moved", tracked / "mlruns")
     _failed(code, err, "the MLflow model runs:/", f"`pipeline evaluate --dataset mnist --model {MODEL}`")
     assert out == "" and _state(tracked) == before
+
+
+def test_a_copied_workspace_reads_and_logs_its_own_mlruns(tracked, digit, tmp_path):
+    """cp -r of a finished workspace: its mlflow.db named the original's mlruns/ for every artifact.
+    With the original's mlruns/ gone, predict in the copy answers from the copy's own files, a
+    new run logs there, and no path in the copy's store names the original any more."""
+    ws = tmp_path / "copy"
+    shutil.copytree(tracked, ws)
+    os.replace(tracked / "mlruns", tracked / "mlruns.moved")
+    try:
+        code, out, err, _ = _run(ws, "predict", "--model", MODEL, str(digit))
+        assert code == 0, err
+        assert out.startswith(f"{digit}\t") and "copied or moved from" in err, (out, err)
+        code, _, err, _ = _run(ws, "train", "--dataset", "mnist", "--model", MODEL)
+        assert code == 0, err
+    finally:
+        os.replace(tracked / "mlruns.moved", tracked / "mlruns")
+    with sqlite3.connect(f"file:{ws / 'mlflow.db'}?mode=ro", uri=True) as db:
+        paths = [value for table, column in store.ARTIFACT_COLUMNS
+                 for (value,) in db.execute(f"select {column} from {table}") if value and "/" in value
+                 and not value.startswith("models:/")]
+    assert len(paths) >= 5 and all(str(ws / "mlruns") in value for value in paths), paths
+    assert len(_runs(ws)) == len(_runs(tracked)) + 1
+    assert not (tracked / "mlruns.moved").exists()
 
 
 def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, tmp_path):

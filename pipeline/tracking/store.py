@@ -240,11 +240,56 @@ def _initialise_sqlite_store(uri: str) -> None:
             # The first use of a client opens (and caches, for this process) the store: tables
             # created and migrations run here, in this process only.
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
+            _relocate_copied_store(Path(database))
         _INITIALISED.add(uri)
     except Timeout:
         raise _store_error(f"another process has held {lock.lock_file} for {STORE_LOCK_TIMEOUT_S:.0f} s while "
                            f"creating the store {database}", "Wait for it to finish, or stop the pipeline "
                            "or MLflow process that holds it") from None
+
+
+# Where a sqlite store records its artifacts' absolute paths (MLflow's schema as of 3.17).
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+                    ("model_versions", "source"))
+
+
+def _relocate_copied_store(database: Path) -> None:
+    """A sqlite store names its artifacts by absolute path (by default mlruns/ beside the file).
+    In a copied or moved workspace those paths still name the original's folder: the copy's runs
+    would log into the original's mlruns/ and read its models from there (or fail once it is
+    gone). Where the copy holds the experiment's folder under its own mlruns/, every path under
+    the original's mlruns/ is moved to the copy's, in one transaction, and said in the log.
+    Paths elsewhere (an artifact root the user chose) are left alone."""
+    import contextlib
+    import logging
+    import sqlite3
+
+    here = database.resolve().parent / "mlruns"
+    with contextlib.closing(sqlite3.connect(str(database), timeout=STORE_LOCK_TIMEOUT_S)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "experiments" not in tables:
+            return
+        roots = set()
+        for (location,) in db.execute("SELECT artifact_location FROM experiments"):
+            path = Path(str(location).removeprefix("file://"))
+            if (path.parent.name == "mlruns" and path.parent != here and (here / path.name).is_dir()
+                    and not (path.parent.exists() and path.parent.samefile(here))):
+                roots.add(str(path.parent))
+        if not roots:
+            return
+        with db:  # one transaction: all paths moved, or none
+            for old in sorted(roots):
+                for scheme in ("", "file://"):
+                    prefix = f"{scheme}{old}/"
+                    for table, column in ARTIFACT_COLUMNS:
+                        if table in tables:
+                            db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                       f"WHERE substr({column}, 1, ?) = ?",
+                                       (f"{scheme}{here}/", len(prefix) + 1, len(prefix), prefix))
+    logging.getLogger(__name__).warning(
+        "%s was copied or moved from %s: its runs' artifacts are now read from and logged to %s",
+        database, ", ".join(sorted(str(Path(r).parent) for r in roots)), here)
 
 
 def describe_failure(what: str, error: Exception) -> str:
