@@ -233,27 +233,76 @@ def test_a_fresh_clone_pulls_every_output_and_reruns_nothing(repo, tmp_path):
     assert "Running stage" not in again.stdout and "up to date" in again.stdout
 
 
-def test_changing_one_model_reruns_only_it_and_metrics_diff_shows_the_change(repo):
-    root, env = repo
-    before = {m: _metric(root, "mnist", m)["test_accuracy"] for m in MODELS}
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"]["mnist"]["logreg"]["lr"] = 0.02
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = json.loads(_sh(["dvc", "status", "--json"], root, env).stdout)
+@pytest.fixture
+def shared_server(built, tmp_path):
+    """A team's `mlflow server` that already holds the built repo's runs (a copy of its sqlite store,
+    artifact paths moved to the copy's mlruns/), on 127.0.0.1; yields its URL."""
+    from pipeline.tracking.store import relocate_copied_store
+    from tests.servers import mlflow_server
+
+    root = tmp_path / "server"
+    root.mkdir()
+    shutil.copy(built[0] / "mlflow.db", root / "mlflow.db")
+    shutil.copytree(built[0] / "mlruns", root / "mlruns")
+    relocate_copied_store(root / "mlflow.db")
+    with mlflow_server(f"sqlite:///{root / 'mlflow.db'}", root / "artifacts", root / "server.log") as url:
+        yield url
+
+
+def _logreg_runs(client, lrs: tuple[str, ...]) -> list:
+    experiment = client.get_experiment_by_name("mnist").experiment_id
+    return [r for r in client.search_runs([experiment], "tags.model = 'logreg'") if r.data.params["lr"] in lrs]
+
+
+def _check_runs_complete(client, runs: list, expected: list[tuple[str, str]]) -> None:
+    """Each (lr, seed) has one FINISHED run with every epoch's validation metrics and its test accuracy."""
+    assert sorted((r.data.params["lr"], r.data.params["seed"]) for r in runs) == expected
+    for run in runs:
+        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
+        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert epochs == list(range(1, int(run.data.params["epochs"]) + 1))
+
+
+def test_two_clones_each_changing_one_model_on_one_tracking_server(built, shared_server, tmp_path):
+    """Two clones, each with its own logreg learning rate, run `dvc repro` at the same time against
+    one `mlflow server` (README "Team tracking server"): each re-runs only logreg and the stages
+    that read it, `dvc metrics diff` shows the change, and the server lost no run and no metric."""
+    before = {m: _metric(built[0], "mnist", m)["test_accuracy"] for m in MODELS}
+    clones = {}
+    for lr in (0.02, 0.05):
+        root = tmp_path / f"clone-lr{lr}"
+        shutil.copytree(built[0], root, symlinks=True)
+        env = {**_env(root), "MLFLOW_TRACKING_URI": shared_server}
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["train"]["mnist"]["logreg"]["lr"] = lr
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        clones[lr] = root, env
+    status = json.loads(_sh(["dvc", "status", "--json"], *clones[0.02]).stdout)
     # Neither the download, the split nor the other models' stages are touched; register@mnist
     # reads train.mnist (its candidates).
     assert sorted(status) == ["evaluate_mnist@logreg", "register@mnist", "report", "train_mnist@logreg"]
 
-    ran = _sh(["dvc", "repro"], root, env).stdout
-    assert "Running stage 'train_mnist@logreg'" in ran and "Running stage 'train_mnist@keras_cnn2'" not in ran
-    _commit(root, env, "logreg lr 0.02")
-    diff = json.loads(_sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root, env).stdout)
-    changed = diff["metrics/mnist/logreg.json"]["test_accuracy"]
-    assert changed["old"] == before["logreg"]
-    assert changed["new"] == _metric(root, "mnist", "logreg")["test_accuracy"] != before["logreg"]
-    assert not {f"metrics/mnist/{m}.json" for m in ("keras_cnn2", "keras_cnn3")} & set(diff)
-    table = _sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], root, env).stdout
-    assert "metrics/mnist/logreg.json" in table and "test_accuracy" in table
+    started = {lr: subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for lr, (root, env) in clones.items()}
+    for lr, process in started.items():
+        ran = process.communicate()[0]
+        assert process.returncode == 0, ran
+        assert "Running stage 'train_mnist@logreg'" in ran and "Running stage 'train_mnist@keras_cnn2'" not in ran
+    for lr, (root, env) in clones.items():
+        _commit(root, env, f"logreg lr {lr}")
+        diff = json.loads(_sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD", "--json"], root, env).stdout)
+        changed = diff["metrics/mnist/logreg.json"]["test_accuracy"]
+        assert changed["old"] == before["logreg"]
+        assert changed["new"] == _metric(root, "mnist", "logreg")["test_accuracy"] != before["logreg"]
+        assert not {f"metrics/mnist/{m}.json" for m in ("keras_cnn2", "keras_cnn3")} & set(diff)
+        table = _sh(["dvc", "metrics", "diff", "HEAD~1", "HEAD"], root, env).stdout
+        assert "metrics/mnist/logreg.json" in table and "test_accuracy" in table
+    client = mlflow.MlflowClient(shared_server)
+    _check_runs_complete(client, _logreg_runs(client, ("0.02", "0.05")),
+                         [("0.02", "12"), ("0.02", "13"), ("0.05", "12"), ("0.05", "13")])
+    champion = client.get_model_version_by_alias("mnist-classifier", "champion")
+    assert champion.run_id in {r.info.run_id for r in client.search_runs(
+        [client.get_experiment_by_name("mnist").experiment_id])}
 
 
 def test_a_queued_grid_of_experiments_run_two_at_a_time_shows_each_test_accuracy(repo):
@@ -278,11 +327,5 @@ def test_a_queued_grid_of_experiments_run_two_at_a_time_shows_each_test_accuracy
     # The store lost nothing to the two experiments' concurrent stages: each seed of each learning
     # rate has its finished run, every epoch's metrics and its test accuracy.
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = [r for r in client.search_runs([client.get_experiment_by_name("mnist").experiment_id],
-                                          "tags.model = 'logreg'") if r.data.params["lr"] in ("0.02", "0.05")]
-    assert sorted((r.data.params["lr"], r.data.params["seed"]) for r in runs) == [
-        ("0.02", "12"), ("0.02", "13"), ("0.05", "12"), ("0.05", "13")]
-    for run in runs:
-        assert run.info.status == "FINISHED" and "test_accuracy" in run.data.metrics
-        epochs = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
-        assert epochs == list(range(1, int(run.data.params["epochs"]) + 1))
+    _check_runs_complete(client, _logreg_runs(client, ("0.02", "0.05")),
+                         [("0.02", "12"), ("0.02", "13"), ("0.05", "12"), ("0.05", "13")])

@@ -240,7 +240,7 @@ def _initialise_sqlite_store(uri: str) -> None:
             # The first use of a client opens (and caches, for this process) the store: tables
             # created and migrations run here, in this process only.
             mlflow.MlflowClient(uri).search_experiments(max_results=1)
-            _relocate_copied_store(Path(database))
+            relocate_copied_store(Path(database))
         _INITIALISED.add(uri)
     except Timeout:
         raise _store_error(f"another process has held {lock.lock_file} for {STORE_LOCK_TIMEOUT_S:.0f} s while "
@@ -254,7 +254,7 @@ ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri
                     ("model_versions", "source"))
 
 
-def _relocate_copied_store(database: Path) -> None:
+def relocate_copied_store(database: Path) -> None:
     """A sqlite store names its artifacts by absolute path (by default mlruns/ beside the file).
     In a copied or moved workspace those paths still name the original's folder: the copy's runs
     would log into the original's mlruns/ and read its models from there (or fail once it is
