@@ -343,6 +343,37 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, t
                                         str(resume.resume_file("mnist", MODEL, SEED))}
 
 
+def test_an_interrupt_names_as_failed_only_a_run_it_failed(prepared_workspace, tmp_path):
+    """Ctrl-C once the second of two seeds has started: a run the message calls FAILED is FAILED in
+    the store, and the first seed's FINISHED run is never named (issue 26: it was, as FAILED)."""
+    import re
+
+    ws = _prepared_only(prepared_workspace, tmp_path / "ws")
+    params = _params(ws, runtime={"threads": 1}, train={"mnist": {MODEL: {"epochs": 100, "patience": 0}}})
+    raw = yaml.safe_load(params.read_text())
+    raw["train"]["mnist"][MODEL]["seeds"] = [SEED, SEED + 1]
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = ws / resume.resume_file("mnist", MODEL, SEED + 1)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--dataset",
+                             "mnist", "--model", MODEL], cwd=ws, env=_env(ws), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        while not second.exists() and proc.poll() is None:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    runs = _runs(ws)
+    first = torch.load(ws / artifacts.checkpoint_file("mnist", MODEL, SEED), weights_only=True)["mlflow_run_id"]
+    message = [line for line in err.splitlines() if line.startswith("pipeline train: interrupted")]
+    assert len(message) == 1, err
+    assert runs[first] == "FINISHED" and first not in message[0], (message, runs)
+    named = re.findall(r"MLflow run (\w+) is marked FAILED", message[0])
+    assert named and all(runs[run_id] == "FAILED" for run_id in named), (err, runs)
+
+
 # 5. Messages that misled.
 
 def test_corrupt_mirror_file_is_named_by_its_own_path_and_leaves_no_data_folder(tmp_path, shared_mnist):
