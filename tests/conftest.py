@@ -180,3 +180,22 @@ def served_champion(registered_store: tuple[Path, Params], dataset: str, bounded
         with inside(registered_store[0]):  # the store the champion is registered in
             server = stack.enter_context(ModelServer(champion_uri(dataset), bounded=bounded))
         yield server
+
+
+def ctrl_c_once(command: list[str], appears: Path, timeout_s: float = 120, **popen) -> tuple[int, str]:
+    """Starts `command` in its own process group, presses Ctrl-C (SIGINT to the whole group) once
+    `appears` exists (or the process ended), and returns (exit code, stderr)."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **popen)
+    try:
+        while not appears.exists() and proc.poll() is None:
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=timeout_s)
+    finally:
+        proc.kill()
+    return proc.returncode, err

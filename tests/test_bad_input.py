@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pipeline.config import ConfigError, parse_params
 from pipeline.data import mnist
 from pipeline.engine import resume
 from pipeline.tracking import store
-from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, shrunk_params_dict
+from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, ctrl_c_once, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
 WATCHED = ("data", "models", "metrics", "reports")
@@ -323,18 +322,10 @@ def test_ctrl_c_exits_130_with_one_line_and_the_run_failed(prepared_workspace, t
     ws = _prepared_only(prepared_workspace, tmp_path / "ws")
     params = _params(ws, runtime={"threads": 1}, train={"mnist": {MODEL: {"epochs": 200, "patience": 0}}})
     resume_file = ws / resume.resume_file("mnist", MODEL, SEED)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--dataset",
-                             "mnist", "--model", MODEL], cwd=ws, env=_env(ws), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while not resume_file.exists() and proc.poll() is None:
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    code, err = ctrl_c_once([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--dataset",
+                             "mnist", "--model", MODEL], resume_file, cwd=ws, env=_env(ws))
     run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
-    _failed(proc.returncode, err, "pipeline train: interrupted: ", f"MLflow run {run_id} is marked FAILED",
+    _failed(code, err, "pipeline train: interrupted: ", f"MLflow run {run_id} is marked FAILED",
             expected_code=130)
     assert sum("interrupted" in line for line in err.splitlines()) == 1
     assert _runs(ws) == {run_id: "FAILED"}
@@ -354,17 +345,9 @@ def test_an_interrupt_names_as_failed_only_a_run_it_failed(prepared_workspace, t
     raw["train"]["mnist"][MODEL]["seeds"] = [SEED, SEED + 1]
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     second = ws / resume.resume_file("mnist", MODEL, SEED + 1)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--dataset",
-                             "mnist", "--model", MODEL], cwd=ws, env=_env(ws), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while not second.exists() and proc.poll() is None:
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    code, err = ctrl_c_once([sys.executable, "-m", "pipeline", "--params", str(params), "train", "--dataset",
+                             "mnist", "--model", MODEL], second, cwd=ws, env=_env(ws))
+    assert code == 130 and "Traceback" not in err, err
     runs = _runs(ws)
     first = torch.load(ws / artifacts.checkpoint_file("mnist", MODEL, SEED), weights_only=True)["mlflow_run_id"]
     message = [line for line in err.splitlines() if line.startswith("pipeline train: interrupted")]

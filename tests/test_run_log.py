@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import mlflow
 import numpy as np
@@ -22,7 +20,7 @@ from pipeline.tracking import serving
 from pipeline.tracking.run_log import RunLog
 from pipeline.tracking.runs import file_md5
 from pipeline.tracking.store import TrackingError
-from tests.conftest import shrunk_params, shrunk_params_dict
+from tests.conftest import ctrl_c_once, shrunk_params, shrunk_params_dict
 
 MODEL, SEED = "cnn1", 12
 
@@ -100,17 +98,9 @@ def test_ctrl_c_ends_the_run_as_failed(workspace, mlflow_uri, tmp_path):
     # KeyboardInterrupt to end the run.
     resume_file = workspace / resume.resume_file("mnist", MODEL, SEED)
     resume_file.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "--params", _params_file(tmp_path, epochs=50),
-                             "train", "--dataset", "mnist", "--model", MODEL],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        while not resume_file.exists() and proc.poll() is None:
-            time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    code, stderr = ctrl_c_once([sys.executable, "-m", "pipeline", "--params", _params_file(tmp_path, epochs=50),
+                                "train", "--dataset", "mnist", "--model", MODEL], resume_file, timeout_s=60)
+    assert code == 130 and "Traceback" not in stderr, stderr
     run_id = torch.load(resume_file, weights_only=True)["progress"]["run_id"]
     assert mlflow.MlflowClient(mlflow_uri).get_run(run_id).info.status == "FAILED"
 
