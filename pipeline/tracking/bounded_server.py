@@ -116,10 +116,11 @@ def serve(model_uri: str, host: str, port: int, workers: int) -> None:
     from mlflow.exceptions import MlflowException
 
     from pipeline.tracking.serving import UnsafeModelError
-    from pipeline.tracking.store import TrackingError, check_store, check_store_exists
+    from pipeline.tracking.store import TrackingError, check_store, check_store_exists, connect
 
     check_store()
     check_store_exists()
+    connect()  # a copied workspace's sqlite store is pointed at its own mlruns/ before the download
     try:
         app = build_app(model_uri)
     except UnsafeModelError as e:

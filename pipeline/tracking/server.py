@@ -30,13 +30,13 @@ class ModelServer:
         import sys
         import tempfile
 
-        mlflow_cli = Path(sys.executable).parent / "mlflow"
-        command = [str(mlflow_cli) if mlflow_cli.exists() else shutil.which("mlflow") or "mlflow",
-                   "models", "serve", "-m", self.model_uri, "--env-manager", "local",
-                   "-h", self.host, "-p", str(self.port), "-w", str(self.workers)]
         if self.bounded:
-            command = [sys.executable, "-m", "pipeline", "serve", "--model-uri", self.model_uri,
-                       "-H", self.host, "-p", str(self.port), "-w", str(self.workers)]
+            command = [sys.executable, "-m", "pipeline", "serve", "--model-uri", self.model_uri]
+        else:
+            mlflow_cli = Path(sys.executable).parent / "mlflow"
+            command = [str(mlflow_cli) if mlflow_cli.exists() else shutil.which("mlflow") or "mlflow",
+                       "models", "serve", "-m", self.model_uri, "--env-manager", "local"]
+        command += ["-h" if not self.bounded else "-H", self.host, "-p", str(self.port), "-w", str(self.workers)]
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server mid-request.
         self.log = tempfile.NamedTemporaryFile(prefix="mlflow-serve-", suffix=".log", delete=False)
         # Its own process group: uvicorn's workers are children of the CLI, and go with it.
