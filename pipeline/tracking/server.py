@@ -40,8 +40,11 @@ class ModelServer:
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server mid-request.
         self.log = tempfile.NamedTemporaryFile(prefix="mlflow-serve-", suffix=".log", delete=False)
         # Its own process group: uvicorn's workers are children of the CLI, and go with it.
+        # `mlflow models serve` execs `uvicorn` by name: this environment's, found first on PATH
+        # even where the environment is not activated (`.venv/bin/pytest`).
+        path = os.pathsep.join(filter(None, [str(Path(sys.executable).parent), os.environ.get("PATH")]))
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri()},
+                                        env={**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": tracking_uri()},
                                         start_new_session=True)
         try:
             self._wait_until_ready()
