@@ -56,9 +56,31 @@ def shrunk_params(**kwargs) -> Params:
     return parse_params(shrunk_params_dict(**kwargs), source="test params")
 
 
+# Files that share a session fixture too costly to build on every worker (pytest-xdist builds a
+# session fixture once per worker that uses it): they run on one worker. registered_store trains,
+# evaluates and registers three models, about 30 s.
+SAME_WORKER = {"test_predict.py": "registered_store", "test_serving.py": "registered_store"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (pyproject.toml: a file's tests on one worker, so a module-scoped `dvc
+    repro` is built once), with the files of SAME_WORKER as one unit. Not xdist's `loadgroup`:
+    its group marks rewrite a node id that pytest 9.2 no longer reads."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            file = super()._split_scope(nodeid)
+            return SAME_WORKER.get(Path(file).name, file)
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """The files that run a real `dvc repro` first (stable otherwise): under `--dist loadfile` a
-    file runs on one worker, and the longest ones starting last would leave one worker alone."""
+    """The files that run a real `dvc repro` first (stable otherwise): a file runs on one worker,
+    and the longest ones starting last would leave one worker alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
 
