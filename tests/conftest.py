@@ -62,6 +62,7 @@ def shrunk_params(**kwargs) -> Params:
 SAME_WORKER = {"test_predict.py": "registered_store", "test_serving.py": "registered_store"}
 
 
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: `pytest -p no:xdist` still runs
 def pytest_xdist_make_scheduler(config, log):
     """`--dist loadfile` (pyproject.toml: a file's tests on one worker, so a module-scoped `dvc
     repro` is built once), with the files of SAME_WORKER as one unit. Not xdist's `loadgroup`:
