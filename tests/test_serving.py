@@ -479,8 +479,12 @@ def test_served_champion_under_a_mix_of_good_and_hostile_requests(registered, se
             assert [a["class"] for a in json.loads(body)["predictions"]] == expected
         else:
             assert status == 400 and kind in json.loads(body)["message"], (kind, status, body[:300])
-    # 13,000 x 13,000 decoded is 169 MB a request (RGBA: 676 MB); refused from the header, nothing grows.
-    assert after - before < 150, (before, after)
+    # 13,000 x 13,000 decoded is 169 MB a request (RGBA: 676 MB), and 8 bombs come in, several at
+    # once on 8 threads: refused from the header, they add nothing. What the pass does add is the
+    # allocator's arenas, one per server thread, grown to the largest body each parsed (`mlflow
+    # models serve` parses a 21 MB body whole before the model refuses it): 51-188 MiB measured, and
+    # as much again on a second pass or nothing, so the check is a ceiling the bombs would break.
+    assert after - before < 300, (before, after)
 
 
 def _raw_exchange(server, head: bytes, chunks=(), timeout_s: float = 30.0) -> tuple[int, bytes, float]:
