@@ -111,10 +111,39 @@ def _mlflow_follows_the_environment():
     mlflow.set_tracking_uri(None)
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A new MLflow sqlite store, made once per worker, for new_store() to copy. MLflow makes a
+    store's tables through its whole chain of schema migrations: 0.86-0.94 s, against 0.05 s to
+    open a copy of a made one (BENCHMARKS.md, "The test suite, fifth round"), and some 30 tests
+    and fixtures each need a new store. The tests about making a store (tests/test_concurrent_store.py, a missing
+    store in tests/test_bad_input.py and tests/test_tracking_server.py) make their own."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("empty_store")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(folder)  # where MLflow puts experiment 0's artifacts: no test logs there
+        mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments(max_results=1)
+    return folder / "mlflow.db"
+
+
+def new_store(empty_store: Path, folder: Path) -> str:
+    """A copy of empty_store as folder/mlflow.db, as a stage run in `folder` would make it there
+    (its experiment 0 keeps its artifacts in folder/mlruns/0); its URI."""
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store, folder / "mlflow.db")
+    with contextlib.closing(sqlite3.connect(folder / "mlflow.db")) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                   (str(empty_store.parent / "mlruns"), str(folder / "mlruns")))
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
-def mlflow_uri(tmp_path, monkeypatch) -> str:
+def mlflow_uri(tmp_path, monkeypatch, empty_store) -> str:
     """A real MLflow store (sqlite) in a temp dir, used by every stage through the env var."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(empty_store, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("PIPELINE_GROUP", "pytest")
     return uri
@@ -178,10 +207,11 @@ def train_evaluate_register(root: Path, prepared_workspace: Path) -> Params:
 
 
 @pytest.fixture(scope="session")
-def registered_store(tmp_path_factory, prepared_workspace) -> tuple[Path, Params]:
+def registered_store(tmp_path_factory, prepared_workspace, empty_store) -> tuple[Path, Params]:
     """A workspace whose MNIST (logreg, mlp) and crack (crack_cnn) models are trained, evaluated
     and registered as champions in a real sqlite MLflow store, built once: (folder, params)."""
     root = tmp_path_factory.mktemp("registered")
+    new_store(empty_store, root)
     with inside(root):
         return root, train_evaluate_register(root, prepared_workspace)
 

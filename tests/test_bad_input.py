@@ -25,7 +25,7 @@ from pipeline.config import ConfigError, parse_params
 from pipeline.data import mnist
 from pipeline.engine import resume
 from pipeline.tracking import store
-from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, ctrl_c_once, shrunk_params_dict
+from tests.conftest import REPO, SHARED_CRACK, SHARED_MNIST, ctrl_c_once, new_store, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
 WATCHED = ("data", "models", "metrics", "reports")
@@ -112,9 +112,10 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, prepared_workspace):
+def tracked(tmp_path_factory, prepared_workspace, empty_store):
     """logreg trained for one epoch on the MNIST slice, evaluated and registered, with its store."""
     ws = tmp_path_factory.mktemp("tracked")
+    new_store(empty_store, ws)
     _prepared_only(prepared_workspace, ws)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(ws)

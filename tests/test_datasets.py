@@ -16,7 +16,7 @@ import yaml
 from pipeline import download
 from pipeline.config import ConfigError, parse_params
 from pipeline.data.errors import DataError
-from tests.conftest import REPO, real_params_dict, shrunk_params, shrunk_params_dict
+from tests.conftest import REPO, new_store, real_params_dict, shrunk_params, shrunk_params_dict
 
 
 def _error(raw) -> str:
@@ -98,9 +98,9 @@ def _sh(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_mnist_alone_runs_its_stages_only_without_kaggle_credentials(tmp_path, shared_mnist):
+def test_mnist_alone_runs_its_stages_only_without_kaggle_credentials(tmp_path, shared_mnist, empty_store):
     root = tmp_path / "repo"
-    root.mkdir()
+    new_store(empty_store, root)
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 import yaml
 
-from tests.conftest import REPO, shrunk_params_dict
+from tests.conftest import REPO, new_store, shrunk_params_dict
 
 pytestmark = pytest.mark.slow
 MODELS = ["logreg", "keras_cnn2", "keras_cnn3"]
@@ -60,10 +60,10 @@ def _env(root: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, shared_mnist, shared_crack):
+def built(tmp_path_factory, shared_mnist, shared_crack, empty_store):
     """A repo after one `dvc repro`, committed; read only: tests that change it take `repo`."""
     root = tmp_path_factory.mktemp("built") / "repo"
-    root.mkdir()
+    new_store(empty_store, root)  # ignored by git, as a user's mlflow.db is
     crack = _crack_slice(shared_crack, tmp_path_factory.mktemp("crack") / "images")
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)

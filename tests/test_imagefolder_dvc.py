@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, new_store
 from tests.test_dvc_pipeline import _commit, _env, _sh
 from tests.test_imagefolder import deck_photos, folder_params_dict
 
@@ -23,14 +23,14 @@ MODELS = ["crack_cnn", "cnn1"]
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def built(tmp_path_factory, empty_store):
     source = tmp_path_factory.mktemp("photos") / "decks"
     for cls, folder in (("cracked", "CD"), ("sound", "UD")):
         (source / cls).mkdir(parents=True)
         for src in deck_photos(folder):
             shutil.copyfile(src, source / cls / src.name)
     root = tmp_path_factory.mktemp("built") / "repo"
-    root.mkdir()
+    new_store(empty_store, root)
     for name in (".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))

@@ -24,7 +24,7 @@ from pipeline.reporting.comparisons import recommend
 from pipeline.reporting.stats import mcnemar_from_counts
 from pipeline.tracking.store import TrackingError
 from tests.browser import headless_chromium, save_screenshot
-from tests.conftest import REPO, shrunk_params, shrunk_params_dict
+from tests.conftest import REPO, new_store, shrunk_params, shrunk_params_dict
 
 MNIST_MODELS = ["logreg", "cnn1", "numpy_cnn"]
 CRACK_MODELS = ["crack_cnn"]
@@ -37,14 +37,14 @@ def _params(**kwargs):
 
 
 @pytest.fixture(scope="module")
-def reported(prepared_workspace, tmp_path_factory):
+def reported(prepared_workspace, tmp_path_factory, empty_store):
     """Train, evaluate and report 3 MNIST models and crack_cnn (1 epoch each) in a workspace of
     its own (other tests train the same names elsewhere), with its own MLflow store."""
     ws = tmp_path_factory.mktemp("report_ws")
     for dataset in ("mnist", "crack"):
         (ws / "data" / dataset).mkdir(parents=True)
         shutil.copy(prepared_workspace / artifacts.prepared_file(dataset), ws / artifacts.prepared_file(dataset))
-    uri = f"sqlite:///{ws / 'mlflow.db'}"
+    uri = new_store(empty_store, ws)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ws)
         mp.setenv("MLFLOW_TRACKING_URI", uri)

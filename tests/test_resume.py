@@ -18,7 +18,7 @@ from pipeline import artifacts
 from pipeline.artifacts import load_prepared
 from pipeline.engine import resume
 from pipeline.engine.learners import build_learner
-from tests.conftest import shrunk_params, shrunk_params_dict
+from tests.conftest import new_store, shrunk_params, shrunk_params_dict
 
 MODEL, SEED, EPOCHS = "cnn1", 12, 6
 RESUME = resume.resume_file("mnist", MODEL, SEED)
@@ -83,9 +83,9 @@ def _assert_same_training(checkpoint: dict, curves: list[str], reference: tuple[
 
 
 @pytest.fixture(scope="module")
-def stage_env(prepared_workspace, tmp_path_factory):
+def stage_env(prepared_workspace, tmp_path_factory, empty_store):
     folder = tmp_path_factory.mktemp("resume")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "PIPELINE_GROUP": "pytest"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(empty_store, folder), "PIPELINE_GROUP": "pytest"}
     return prepared_workspace, folder, env
 
 
