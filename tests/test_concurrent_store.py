@@ -12,14 +12,16 @@ from pathlib import Path
 from tests.conftest import REPO
 
 PROCESSES = 6
-# Each child imports mlflow (the slow part) first, then waits for the go file, so that all of them
-# open the new store within milliseconds of each other, as `dvc queue start -j 2` stages do.
+# Each child imports mlflow (the slow part) first, says so with its ready file, then waits for the
+# go file, so that all of them open the new store within milliseconds of each other, as `dvc queue
+# start -j 2` stages do.
 CHILD = """
 import sys, time
 from pathlib import Path
 from pipeline.tracking.runs import open_experiment
 import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - imported before the start line
 go, index = Path(sys.argv[1]), int(sys.argv[2])
+(go.parent / f"ready{index}").touch()
 while not go.exists():
     time.sleep(0.001)
 mlflow = open_experiment("mnist")
@@ -40,7 +42,11 @@ def test_processes_starting_together_on_a_new_sqlite_store_lose_no_run(tmp_path)
     ws, go = tmp_path / "ws", tmp_path / "go"
     ws.mkdir()
     children = [_start(ws, go, i) for i in range(PROCESSES)]
-    time.sleep(8)  # every child has imported mlflow and waits (a late one still races the rest)
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready{i}").exists() for i in range(PROCESSES)):  # all imported mlflow
+        assert time.monotonic() < deadline and all(c.poll() is None for c in children), \
+            [c.communicate()[1][-800:] for c in children if c.poll() is not None]
+        time.sleep(0.05)
     go.touch()
     results = [child.communicate(timeout=300) for child in children]
     failed = [(child.returncode, err[-800:]) for child, (_, err) in zip(children, results) if child.returncode]
