@@ -283,8 +283,9 @@ def test_a_queued_grid_on_one_tracking_server_reruns_only_the_changed_model(repo
     (root / "params.yaml").write_text(committed)
 
     # Up to register@mnist (README: stage names appended to `dvc exp run`): both experiments still
-    # register on the server at once; the report (10 s a run here, and no server write) is left to
-    # the experiment a user applies.
+    # train, evaluate and register on the server at once. The report (10 s a run here) is left to
+    # the experiment a user applies: its server writes, figures added to finished runs, are
+    # test_tracking_server.py's.
     _sh(["dvc", "exp", "run", "--queue", "-S", "train.mnist.logreg.lr=0.02,0.05", "register@mnist"], root, env)
     _sh(["dvc", "exp", "run", "--run-all", "--jobs", "2"], root, env)
     shown = json.loads(_sh(["dvc", "exp", "show", "--json"], root, env).stdout)
