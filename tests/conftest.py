@@ -123,6 +123,8 @@ def empty_store(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("empty_store")
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.chdir(folder)  # where MLflow puts experiment 0's artifacts: no test logs there
+        # A client of its own, not pipeline.tracking.store.connect(): that sets MLflow's process-wide
+        # URI, which the test that first asks for this fixture would then log to.
         mlflow.MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments(max_results=1)
     return folder / "mlflow.db"
 
