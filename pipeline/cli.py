@@ -11,6 +11,7 @@
     pipeline models [--json]
     pipeline stages [--check]  # dvc.yaml's stages from params.yaml `datasets` and models
     pipeline profile full      # merge profiles/full.yaml into params.yaml
+    pipeline warm start .warm  # stages fork from processes that have imported torch (pipeline/warm.py)
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.config import ConfigError
+from pipeline import warm
 
 DATASET_HELP = "a name of params.yaml `datasets` (default: its first)"
 
@@ -67,6 +68,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if dvc.yaml is not what would be written")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
     p.add_argument("name", help="e.g. full or source")
+    p = sub.add_parser("warm", help="start (or stop) the warm-start templates: stages fork from a process "
+                                    "that has imported torch (pipeline/warm.py); then export PIPELINE_WARM=DIR")
+    p.add_argument("action", choices=["start", "stop"])
+    p.add_argument("dir", type=Path, help="a folder for their sockets, e.g. .warm")
+    p.add_argument("--parent", type=int, help="they end with this process (a pid; CI's shell, say)")
+    p.add_argument("--idle-minutes", type=float, default=warm.IDLE_S / 60,
+                   help=f"they end after this long without a stage to start (default: {warm.IDLE_S // 60})")
     return parser
 
 
@@ -76,6 +84,12 @@ def run(args: argparse.Namespace) -> int | None:
         from pipeline.models.listing import print_models
 
         print_models(as_json=args.json)
+        return
+    if args.stage == "warm":
+        if args.action == "start":
+            warm.start(args.dir.resolve(), args.parent, args.idle_minutes * 60)
+        else:
+            warm.stop(args.dir.resolve())
         return
     if args.stage == "profile":
         from pipeline.config.profiles import apply_profile
@@ -184,8 +198,12 @@ def _check_listed(params, args: argparse.Namespace) -> None:
         try:
             get_dataset(dataset)
         except ValueError as e:
+            from pipeline.config import ConfigError
+
             raise ConfigError(f"--dataset: {e}") from None
     if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
+        from pipeline.config import ConfigError
+
         raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
                           f"add {dataset} to it to run its stages")
 
@@ -201,6 +219,8 @@ def _check_stages(params) -> None:
     stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
     missing = [d for d in params.datasets if f"train_{d}" not in stages]
     if missing:
+        from pipeline.config import ConfigError
+
         raise ConfigError(f"{dvc_file} has no stages for {', '.join(missing)} of params.yaml `datasets`: run "
                           "`pipeline stages` (it writes dvc.yaml from params.yaml), then `dvc repro`")
 
@@ -270,6 +290,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     Imported only once something failed: the models' module imports torch, which the train
     stage's MLflow child must not wait for.
     """
+    from pipeline.config import ConfigError
     from pipeline.data.errors import DataError
     from pipeline.engine.learners import TrainingDiverged
     from pipeline.models import UnknownModelError
@@ -280,7 +301,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict", "serve", "stages"):
+    if args.stage in ("models", "profile", "predict", "serve", "stages", "warm"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
@@ -289,8 +310,10 @@ def _log_usage(args: argparse.Namespace, seconds: float) -> None:
 
 
 def entry() -> None:
-    """The `pipeline` command."""
-    exit_now(main())
+    """The `pipeline` command: a stage runs in a fork of a warm-start template where one serves
+    this process (PIPELINE_WARM, pipeline/warm.py), else here."""
+    code = warm.run_stage(sys.argv[1:])
+    exit_now(main() if code is None else code)
 
 
 def exit_now(code: int) -> None:

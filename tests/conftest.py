@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import artifacts, evaluate, register, train
+from pipeline import artifacts, evaluate, register, train, warm
 from pipeline.config import Params, merge_overrides, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +84,22 @@ def pytest_collection_modifyitems(config, items) -> None:
     and the longest ones starting last would leave one worker alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_templates(tmp_path_factory):
+    """The `pipeline` processes the tests start fork from warm-start templates (pipeline/warm.py),
+    as CI's `dvc repro` does: CI's own where it set PIPELINE_WARM, else this worker's, which end
+    with it. tests/test_warm.py holds warm against cold."""
+    if os.environ.get(warm.ENV):
+        yield Path(os.environ[warm.ENV])
+        return
+    root = tmp_path_factory.mktemp("warm")
+    warm.start(root, parent=os.getpid(), wait=False)  # stages start cold until they serve
+    os.environ[warm.ENV] = str(root)
+    yield root
+    del os.environ[warm.ENV]
+    warm.stop(root)
 
 
 @pytest.fixture(scope="session")

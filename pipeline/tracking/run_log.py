@@ -41,6 +41,7 @@ from pipeline.tracking.runs import (
     start_training_run,
 )
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
+from pipeline.warm import WarmProcess
 
 
 class RunLog:
@@ -50,11 +51,13 @@ class RunLog:
     def __init__(self, dataset: str, evaluate: bool = False) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": python_path}
+        args = [dataset, *(["evaluate"] if evaluate else [])]
+        # A fork of the mlflow template where one serves (pipeline/warm.py), else a new interpreter.
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.tracking.run_log", dataset, *(["evaluate"] if evaluate else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, text=True, bufsize=1, env={**os.environ, "PYTHONPATH": python_path})
+        self.process = WarmProcess.start("pipeline.tracking.run_log", args, env) or subprocess.Popen(
+            [sys.executable, "-m", "pipeline.tracking.run_log", *args], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.used = False
 
     def start(self, model: str, params: dict[str, Any], tags: dict[str, str], system_metrics: bool = False) -> str:
