@@ -20,7 +20,7 @@ stage, as a child process does, to end a killed stage's run as KILLED.
 
 The fork is the process a cold start would have been, or it is not used:
 - a template serves only a process of its own Python whose environment agrees with the
-  template's in every variable read when a module is imported (IMPORT_TIME: torch's and oneDNN's
+  template's in every variable read as its modules are imported (IMPORT_TIME: torch's and oneDNN's
   kernel choice, OpenMP and BLAS threads, the hash seed...), whose Python flags are the
   template's and whose resource limits do not exceed the template's; any other process starts
   cold, as does every process when no template answers;
@@ -61,10 +61,14 @@ PRELOAD = {
 }
 # Environment variables read as a module is imported (so a fork cannot take them on): a process
 # whose values differ from its template's starts cold. PYTHONPATH is the exception: the fork
-# applies it to sys.path.
-IMPORT_TIME = ("PYTHON", "ATEN_", "ONEDNN_", "DNNL_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "GOTO",
-               "TORCH", "PYTORCH", "CUDA", "NVIDIA", "LD_", "MALLOC", "MPL", "SKLEARN", "SCIPY", "NUMEXPR",
-               "ARROW", "LC_", "LANG")
+# applies it to sys.path. The mlflow template imports no torch: torch's, oneDNN's and OpenMP's
+# variables are not its (a stage that has imported torch passes torch's own on to its child).
+IMPORT_TIME = {
+    "stage": ("PYTHON", "ATEN_", "ONEDNN_", "DNNL_", "OMP_", "KMP_", "GOMP_", "MKL_", "OPENBLAS_", "GOTO", "TORCH",
+              "PYTORCH", "CUDA", "NVIDIA", "LD_", "MALLOC", "MPL", "SKLEARN", "SCIPY", "NUMEXPR", "ARROW", "LC_",
+              "LANG"),
+    "mlflow": ("PYTHON", "OMP_", "MKL_", "OPENBLAS_", "GOTO", "LD_", "MALLOC", "NUMEXPR", "ARROW", "LC_", "LANG"),
+}
 LIMITS = ("RLIMIT_AS", "RLIMIT_CORE", "RLIMIT_CPU", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_NOFILE",
           "RLIMIT_STACK")
 # The stages a template serves (the others are quick, or are `pipeline warm` itself).
@@ -75,8 +79,16 @@ MAX_SOCKET_PATH = 107  # Linux's sun_path, less its terminating NUL
 IDLE_S = 900
 
 
-def _import_time_env(env: dict[str, str] | os._Environ) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME) and k != "PYTHONPATH"}
+def _import_time_env(env: dict[str, str] | os._Environ, kind: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME[kind]) and k != "PYTHONPATH"}
+
+
+def _agrees(asked: dict[str, str], template: dict[str, str], set_by_imports: dict[str, str]) -> bool:
+    """Whether a process with the import-time variables `asked` would import as the template did.
+    A variable the template's imports set themselves (torch sets KMP_INIT_AT_FORK, for one) may
+    be missing, or carry the value they set: a process that has imported torch passes it on."""
+    return all(asked.get(k) in (template.get(k), set_by_imports.get(k, template.get(k)))
+               for k in asked.keys() | template.keys())
 
 
 def _python() -> list[str]:
@@ -107,7 +119,8 @@ def _template(kind: str, env: dict[str, str] | os._Environ) -> Path | None:
         info = json.loads((Path(root) / f"{kind}.json").read_text())
     except (OSError, ValueError):
         return None
-    if (info.get("python") != _python() or info.get("env") != _import_time_env(env)
+    if (info.get("python") != _python() or not _agrees(_import_time_env(env, kind), info.get("env", {}),
+                                                   info.get("set", {}))
             or not _fits(_limits(), info.get("limits", {}))
             or (kind == "stage" and info.get("flags") != list(sys.flags))):
         return None
@@ -254,12 +267,14 @@ class WarmProcess:
 def serve(root: Path, kind: str, parent: int | None, idle_s: float) -> None:
     """A template: imports PRELOAD[kind], then forks a supervisor per request until `parent` (a
     pid) ends, no request has come for `idle_s` while none of its forks ran, or it gets SIGTERM."""
-    fingerprint = {"python": _python(), "env": _import_time_env(os.environ), "limits": _limits(),
-                   "flags": list(sys.flags), "pid": os.getpid()}
+    fingerprint = {"python": _python(), "env": _import_time_env(os.environ, kind), "limits": _limits(),
+                   "flags": list(sys.flags), "pid": os.getpid(), "set": {}}
     # pyarrow's jemalloc keeps a background thread: a fork must not happen while it holds a lock.
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    before = dict(os.environ)
     for module in PRELOAD[kind]:
         importlib.import_module(module)
+    fingerprint["set"] = {k: v for k, v in os.environ.items() if before.get(k) != v}
     # The path every fork starts from: the interpreter's own, without this process's script
     # directory or PYTHONPATH (each fork brings its own).
     own = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
@@ -288,7 +303,7 @@ def serve(root: Path, kind: str, parent: int | None, idle_s: float) -> None:
                 pid = os.fork()
                 if pid == 0:
                     listener.close()
-                    _supervise(conn, base)
+                    _supervise(conn, base, fingerprint["set"])
                 running.add(pid)
                 conn.close()
     finally:
@@ -320,7 +335,7 @@ def _reap() -> set[int]:
         ended.add(pid)
 
 
-def _supervise(conn: socket.socket, base: list[str]) -> None:
+def _supervise(conn: socket.socket, base: list[str], set_by_imports: dict[str, str]) -> None:
     """Forks the asked process, tells its pid, then waits for it to end (its status goes back). A
     stage's caller that goes (killed) takes the stage along. Never returns."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the template's handler would unlink its socket
@@ -332,7 +347,7 @@ def _supervise(conn: socket.socket, base: list[str]) -> None:
         pid = os.fork()
         if pid == 0:
             conn.close()
-            _become(request, fds, base)
+            _become(request, fds, base, set_by_imports)
         for fd in fds:
             os.close(fd)
         # One line per fork in the template's log (DIR/KIND.log): what ran warm.
@@ -360,7 +375,7 @@ def _supervise(conn: socket.socket, base: list[str]) -> None:
     os._exit(0)
 
 
-def _become(request: dict, fds: list[int], base: list[str]) -> None:
+def _become(request: dict, fds: list[int], base: list[str], set_by_imports: dict[str, str]) -> None:
     """In the fork: takes on the asking process's state, then runs the stage or module. Never returns."""
     code = 1
     try:
@@ -371,6 +386,7 @@ def _become(request: dict, fds: list[int], base: list[str]) -> None:
             os.close(fd)
         os.chdir(request["cwd"])
         os.environ.clear()
+        os.environ.update(set_by_imports)  # as a new process's imports would set them
         os.environ.update(request["env"])
         os.umask(request["umask"])
         for name, limit in request["limits"].items():
@@ -425,10 +441,11 @@ def _std_streams() -> None:
 
 # ---------------------------------------------------------------- starting and stopping
 
-def start(root: Path, parent: int | None = None, idle_s: float = IDLE_S, wait: bool = True) -> None:
-    """Starts both templates in `root` (a folder of their sockets and logs) and returns once they
-    serve (`wait`; else at once: processes start cold until they do); they end with `parent` (a
-    pid), after `idle_s` without a request, or with stop(root)."""
+def start(root: Path, parent: int | None = None, idle_s: float = IDLE_S, wait: bool = True,
+          env: dict[str, str] | None = None) -> None:
+    """Starts both templates in `root` (a folder of their sockets and logs), in `env` (default:
+    this process's), and returns once they serve (`wait`; else at once: processes start cold until
+    they do); they end with `parent` (a pid), after `idle_s` without a request, or with stop(root)."""
     if len(str(root / "mlflow.sock")) > MAX_SOCKET_PATH:
         raise ValueError(f"{root}: a folder with a shorter path is needed (a unix socket's path has at most "
                          f"{MAX_SOCKET_PATH} characters), e.g. one under /tmp")
@@ -437,7 +454,7 @@ def start(root: Path, parent: int | None = None, idle_s: float = IDLE_S, wait: b
         (root / f"{kind}.json").unlink(missing_ok=True)
         log = open(root / f"{kind}.log", "ab")
         subprocess.Popen([sys.executable, "-m", "pipeline.warm", str(root), kind, str(parent or 0), str(idle_s)],
-                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+                         stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env)
         log.close()
     deadline = time.monotonic() + READY_TIMEOUT_S
     while wait and not all((root / f"{kind}.json").exists() for kind in PRELOAD):

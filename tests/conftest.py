@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import artifacts, evaluate, register, train, warm
-from pipeline.config import Params, merge_overrides, parse_params
+# The environment before this process imported torch, which sets variables of its own in it
+# (KMP_INIT_AT_FORK, TORCHINDUCTOR_CACHE_DIR): the warm-start templates start from it, as CI's
+# start from its shell, and serve the tests' processes, which inherit those variables.
+STARTING_ENV = dict(os.environ)
+
+from pipeline import artifacts, evaluate, register, train, warm  # noqa: E402
+from pipeline.config import Params, merge_overrides, parse_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -95,7 +100,7 @@ def warm_templates(tmp_path_factory):
         yield Path(os.environ[warm.ENV])
         return
     root = tmp_path_factory.mktemp("warm")
-    warm.start(root, parent=os.getpid(), wait=False)  # stages start cold until they serve
+    warm.start(root, parent=os.getpid(), wait=False, env=STARTING_ENV)  # stages start cold until they serve
     os.environ[warm.ENV] = str(root)
     yield root
     del os.environ[warm.ENV]

@@ -17,7 +17,7 @@ import yaml
 
 from pipeline import artifacts, warm
 from pipeline.engine import resume
-from tests.conftest import REPO, ctrl_c_once, new_store, shrunk_params_dict
+from tests.conftest import REPO, STARTING_ENV, ctrl_c_once, new_store, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
 # What differs between any two runs of a stage, cold or warm: timings and the MLflow run.
@@ -27,9 +27,10 @@ VARYING = {"train_seconds", "train_seconds_per_epoch", "latency_ms_batch1", "lat
 
 @pytest.fixture(scope="module")
 def templates(tmp_path_factory):
-    """Templates of this file's own, so that their logs list this file's forks only."""
+    """Templates of this file's own, so that their logs list this file's forks only. Started as
+    CI starts them, from an environment without what importing torch sets in this process's."""
     root = tmp_path_factory.mktemp("templates")
-    warm.start(root, parent=os.getpid())
+    warm.start(root, parent=os.getpid(), env=STARTING_ENV)
     yield root
     warm.stop(root)
 
