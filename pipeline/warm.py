@@ -4,7 +4,7 @@ already imported torch, or mlflow.
 A short stage's own work is shorter than its imports: torch, torch._dynamo (which torch.optim
 imports at every step) and torchvision take 4.2 s of one core on the slowest machine, mlflow and
 its sqlite store 3.0 s more in the MLflow child of train and evaluate. Forked, download takes
-0.5 s instead of 2.6, logreg's evaluate 2.4 instead of 5.5 (BENCHMARKS.md, "Warm starts";
+0.8 s instead of 2.8, logreg's evaluate 3.5 instead of 7.8 (BENCHMARKS.md, "Warm starts";
 `bench/warm_start.py`). A `dvc repro` starts some 40 stages, the test suite about 90.
 
 `pipeline warm start DIR` starts two templates, each a Python process that imports its set of
