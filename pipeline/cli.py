@@ -87,7 +87,12 @@ def run(args: argparse.Namespace) -> int | None:
         return
     if args.stage == "warm":
         if args.action == "start":
-            warm.start(args.dir.resolve(), args.parent, args.idle_minutes * 60)
+            try:
+                warm.start(args.dir.resolve(), args.parent, args.idle_minutes * 60)
+            except (ValueError, RuntimeError) as e:  # a folder whose path is too long; templates that failed
+                from pipeline.config import ConfigError
+
+                raise ConfigError(str(e)) from None
         else:
             warm.stop(args.dir.resolve())
         return

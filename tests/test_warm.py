@@ -181,3 +181,11 @@ def test_a_fork_runs_the_pipeline_code_its_path_names(ws, templates, tmp_path):
     installed = _pipeline(root, env, "download", "--dataset", "mnist")
     assert "the copy of pipeline/" in copied.stdout and "the copy of pipeline/" not in installed.stdout
     assert len(_forks(templates, "stage")) == before + 2
+
+
+def test_a_folder_no_socket_fits_in_is_refused_before_anything_starts(tmp_path):
+    folder = tmp_path / ("x" * 120)
+    proc = subprocess.run(["pipeline", "warm", "start", str(folder)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"pipeline warm: error: {folder}: a folder with a shorter path is needed" in proc.stderr
+    assert not folder.exists()
