@@ -147,13 +147,17 @@ def _ask(kind: str, request: dict, fds: list[int], env) -> tuple[socket.socket, 
 
 
 def _read_line(conn: socket.socket) -> dict | None:
+    """One JSON line, and not a byte of the next: a fork that ends at once has its pid and its
+    status on the socket together."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(4096)
+    while True:
+        chunk = conn.recv(4096, socket.MSG_PEEK)
         if not chunk:
             return None
-        data += chunk
-    return json.loads(data)
+        end = chunk.find(b"\n")
+        if end >= 0:
+            return json.loads(data + conn.recv(end + 1))
+        data += conn.recv(len(chunk))
 
 
 def _request(kind: str, env: dict[str, str], argv: list[str], path: list[str] | None,

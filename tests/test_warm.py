@@ -161,12 +161,15 @@ def test_an_error_comes_back_and_a_process_no_template_fits_starts_cold(ws, temp
     before = len(_forks(templates, "stage"))
     failed = _pipeline(root, env, "train", "--dataset", "mnist", "--model", "lenet", code=2)
     assert "pipeline train: error:" in failed.stderr and "lenet5" in failed.stderr
-    assert len(_forks(templates, "stage")) == before + 1
+    # A fork that ends at once (argparse's usage error): its pid and status reach the caller together.
+    usage = _pipeline(root, env, "train", code=2)
+    assert "the following arguments are required: --dataset, --model" in usage.stderr
+    assert len(_forks(templates, "stage")) == before + 2
     # torch's kernels are chosen as it is imported: another choice cannot be a fork of the template.
     other = "avx2" if torch.backends.cpu.get_cpu_capability() != "AVX2" else "default"
     _pipeline(root, {**env, "ATEN_CPU_CAPABILITY": other}, "download", "--dataset", "mnist")
     _pipeline(root, {**env, "PIPELINE_WARM": str(root / "no-templates-here")}, "download", "--dataset", "mnist")
-    assert len(_forks(templates, "stage")) == before + 1
+    assert len(_forks(templates, "stage")) == before + 2
 
 
 def test_a_fork_runs_the_pipeline_code_its_path_names(ws, templates, tmp_path):
@@ -189,3 +192,16 @@ def test_a_folder_no_socket_fits_in_is_refused_before_anything_starts(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"pipeline warm: error: {folder}: a folder with a shorter path is needed" in proc.stderr
     assert not folder.exists()
+
+
+def test_a_pid_and_a_status_sent_together_are_read_as_two_answers():
+    """A fork that ends before its caller reads has both of the supervisor's lines waiting."""
+    import socket
+
+    supervisor, caller = socket.socketpair()
+    with supervisor, caller:
+        supervisor.sendall(b'{"pid": 12345}\n{"status": 2}\n')
+        assert warm._read_line(caller) == {"pid": 12345}
+        assert warm._read_line(caller) == {"status": 2}
+        supervisor.shutdown(socket.SHUT_WR)
+        assert warm._read_line(caller) is None  # the supervisor is gone
