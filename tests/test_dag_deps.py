@@ -5,9 +5,7 @@ pipeline/<stage>.py: every `import` (module level or inside a function), followe
 with the packages each import runs (`__init__.py`) and the `python -m pipeline.<module>` children
 a module starts. A dep covers a module when it is the module's file or a folder above it. cli.py
 is left out: it only parses arguments and dispatches, and listing it would re-run every stage
-for a new help text. So is warm.py (LEFT_OUT): it starts a stage's process, forked or new, and
-tests/test_warm.py holds a forked stage's outputs to a new one's. Package files with no code
-(empty, or a docstring only) need no listing.
+for a new help text. Package files with no code (empty, or a docstring only) need no listing.
 """
 from __future__ import annotations
 
@@ -21,7 +19,6 @@ import yaml
 from tests.conftest import REPO
 
 PACKAGE = "pipeline"
-LEFT_OUT = {"pipeline.warm"}
 
 
 def module_file(name: str) -> Path | None:
@@ -69,8 +66,6 @@ def imported_files(module: str) -> frozenset[Path]:
         name = todo.pop()
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ first
-            if ".".join(parts[:i]) in LEFT_OUT:
-                break
             path = module_file(".".join(parts[:i]))
             if path is not None and path not in seen:
                 seen.add(path)

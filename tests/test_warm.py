@@ -1,4 +1,4 @@
-"""Warm starts (pipeline/warm.py): a stage, or its MLflow child, forked from a template is the
+"""Warm starts (pipeline/warm/): a stage, or its MLflow child, forked from a template is the
 process a new interpreter would have been: same outputs, same exit, killed with its caller."""
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 import torch
 import yaml
 
-from pipeline import artifacts, warm
+from pipeline import artifacts
 from pipeline.engine import resume
+from pipeline.warm import client as warm_client
+from pipeline.warm import template as warm_template
 from tests.conftest import REPO, STARTING_ENV, ctrl_c_once, new_store, shrunk_params_dict
 
 MODEL, SEED = "logreg", 12
@@ -30,9 +32,9 @@ def templates(tmp_path_factory):
     """Templates of this file's own, so that their logs list this file's forks only. Started as
     CI starts them, from an environment without what importing torch sets in this process's."""
     root = tmp_path_factory.mktemp("templates")
-    warm.start(root, parent=os.getpid(), env=STARTING_ENV)
+    warm_template.start(root, parent=os.getpid(), env=STARTING_ENV)
     yield root
-    warm.stop(root)
+    warm_template.stop(root)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,7 @@ def ws(tmp_path_factory, templates, shared_mnist, empty_store) -> tuple[Path, di
     long = shrunk_params_dict(models=[MODEL], crack_models=[], epochs=400, runtime={"threads": 1},
                               train={"mnist": {MODEL: {"patience": 0}}})
     (root / "long.yaml").write_text(yaml.safe_dump(long, sort_keys=False))  # ~1 min: to be stopped
-    env = {**os.environ, warm.ENV: str(templates), "MLFLOW_TRACKING_URI": new_store(empty_store, root),
+    env = {**os.environ, warm_client.ENV: str(templates), "MLFLOW_TRACKING_URI": new_store(empty_store, root),
            "PIPELINE_GROUP": "pytest-warm"}
     for stage in ("download", "prepare"):
         _pipeline(root, env, stage, "--dataset", "mnist")
@@ -73,11 +75,11 @@ def _outputs(root: Path) -> tuple[dict, dict, list[str]]:
 
 def test_a_forked_stage_and_mlflow_child_write_what_new_interpreters_write(ws, templates):
     root, env = ws
-    cold_env = {k: v for k, v in env.items() if k != warm.ENV}
+    cold_env = {k: v for k, v in env.items() if k != warm_client.ENV}
     for stage in ("train", "evaluate"):
         _pipeline(root, cold_env, stage, "--dataset", "mnist", "--model", MODEL)
     cold = _outputs(root)
-    forked = {kind: len(_forks(templates, kind)) for kind in warm.PRELOAD}
+    forked = {kind: len(_forks(templates, kind)) for kind in warm_template.PRELOAD}
     for stage in ("train", "evaluate"):
         _pipeline(root, env, stage, "--dataset", "mnist", "--model", MODEL)
     warm_weights, warm_metrics, warm_curves = _outputs(root)
@@ -201,7 +203,7 @@ def test_a_pid_and_a_status_sent_together_are_read_as_two_answers():
     supervisor, caller = socket.socketpair()
     with supervisor, caller:
         supervisor.sendall(b'{"pid": 12345}\n{"status": 2}\n')
-        assert warm._read_line(caller) == {"pid": 12345}
-        assert warm._read_line(caller) == {"status": 2}
+        assert warm_client._read_line(caller) == {"pid": 12345}
+        assert warm_client._read_line(caller) == {"status": 2}
         supervisor.shutdown(socket.SHUT_WR)
-        assert warm._read_line(caller) is None  # the supervisor is gone
+        assert warm_client._read_line(caller) is None  # the supervisor is gone

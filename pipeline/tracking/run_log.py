@@ -41,7 +41,7 @@ from pipeline.tracking.runs import (
     start_training_run,
 )
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
-from pipeline.warm import WarmProcess
+from pipeline.warm.client import WarmProcess
 
 
 class RunLog:
@@ -53,7 +53,7 @@ class RunLog:
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": python_path}
         args = [dataset, *(["evaluate"] if evaluate else [])]
-        # A fork of the mlflow template where one serves (pipeline/warm.py), else a new interpreter.
+        # A fork of the mlflow template where one serves (pipeline/warm/), else a new interpreter.
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
         self.process = WarmProcess.start("pipeline.tracking.run_log", args, env) or subprocess.Popen(
             [sys.executable, "-m", "pipeline.tracking.run_log", *args], stdin=subprocess.PIPE,
