@@ -12,7 +12,7 @@ from pipeline import artifacts
 from pipeline.artifacts import atomic_dir, write_text
 from pipeline.config import Params
 from pipeline.reporting import render, results
-from pipeline.reporting.build import DatasetReport, build_dataset_report
+from pipeline.reporting.build import DatasetReport, build_reports
 from pipeline.tracking.runs import log_report_artifacts
 from pipeline.tracking.store import check_runs_exist
 
@@ -34,7 +34,7 @@ def main(params: Params) -> list[DatasetReport]:
     target = artifacts.reports_dir()
     with atomic_dir(target) as tmp:
         figures_dir = tmp / "figures"
-        reports = [build_dataset_report(d, loaded[d], figures_dir) for d in datasets]
+        reports = build_reports(loaded, figures_dir)
         view = render.page(reports, INTRO)
         write_text(tmp / "comparison.md", render.render_markdown(view))
         write_text(tmp / "index.html", render.render_html(view))

@@ -20,6 +20,9 @@ import pytest
 import yaml
 
 from pipeline import artifacts, evaluate, report, train
+from pipeline.data.datasets import get_dataset
+from pipeline.engine.runtime import usable_cores
+from pipeline.reporting import build
 from pipeline.reporting.comparisons import recommend
 from pipeline.reporting.stats import mcnemar_from_counts
 from pipeline.tracking.store import TrackingError
@@ -258,6 +261,23 @@ def test_every_model_section_holds_its_figures_and_tables(reported):
     assert "Grad-CAM at layer 14 (ReLU" in html  # crack_cnn: the ReLU after its last conv (12)
     assert html.count("<h4>Per class (test)</h4>") == len(MNIST_MODELS + CRACK_MODELS)
     assert "<h4>CNN against logistic regression: complexity and accuracy (lab-C)</h4>" in html
+
+
+def test_figures_drawn_in_parallel_are_those_one_process_draws(reported, tmp_path, monkeypatch):
+    # The fixture's report drew its sections in one forked process per core (build.model_sections).
+    if usable_cores() < 2:
+        pytest.skip("one usable core: the fixture's report drew every section in one process (nothing to compare)")
+    ws, _, reports = reported
+    monkeypatch.chdir(ws)
+    (drawn,) = [m for m in reports["mnist"].models if m.result.name == "cnn1"]
+    test_x = artifacts.load_prepared("mnist")["test_x"]
+    (alone,) = build.model_sections([(drawn.result, test_x, get_dataset("mnist").class_name, False, tmp_path)],
+                                    workers=1)
+    assert set(alone.figures) == set(drawn.figures) >= {"curves", "confusion", "errors", "filters", "grad_cam"}
+    for kind, path in alone.figures.items():
+        assert path.name == drawn.figures[kind].name
+        assert path.read_bytes() == (ws / "reports" / "figures" / path.name).read_bytes(), kind
+    assert (alone.layers, alone.notes, alone.errors) == (drawn.layers, drawn.notes, drawn.errors)
 
 
 def test_figures_are_artifacts_of_each_models_mlflow_run(reported):

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +16,7 @@ from pipeline import artifacts
 from pipeline.artifacts import load_prepared
 from pipeline.data.datasets import get_dataset
 from pipeline.engine.learners import build_learner
+from pipeline.engine.runtime import usable_cores
 from pipeline.models.summary import layer_table
 from pipeline.reporting import comparisons, figures
 from pipeline.reporting.comparisons import Comparison, PairTest, Recommendation, SourceTest
@@ -53,26 +57,81 @@ class DatasetReport:
     cost_figure: Path
 
 
-def build_dataset_report(dataset: str, results: list[ModelResult], out: Path) -> DatasetReport:
-    """All figures of one dataset into `out`, and the tables' content."""
-    binary = get_dataset(dataset).binary
-    test_x = load_prepared(dataset)["test_x"]
-    label = get_dataset(dataset).class_name
-    models = []
-    for result in results:
-        log.info("report: %s/%s", dataset, result.name)
-        models.append(model_section(result, test_x, label, binary, out))
+def build_reports(loaded: dict[str, list[ModelResult]], out: Path) -> list[DatasetReport]:
+    """Every dataset's report, its figures into `out`; each model's section drawn in a process of
+    its own (`model_sections`)."""
+    test_x = {dataset: load_prepared(dataset)["test_x"] for dataset in loaded}
+    jobs = [(result, test_x[dataset], get_dataset(dataset).class_name, get_dataset(dataset).binary, out)
+            for dataset, results in loaded.items() for result in results]
+    sections = iter(model_sections(jobs))
+    return [build_dataset_report(dataset, results, [next(sections) for _ in results], out)
+            for dataset, results in loaded.items()]
+
+
+def build_dataset_report(dataset: str, results: list[ModelResult], models: list[ModelSection],
+                         out: Path) -> DatasetReport:
+    """One dataset's tables and its comparison figures into `out`; `models`: its models' sections."""
     recommendation = comparisons.recommend(results)
     measure = recommendation.measure
     cost_figure = figures.accuracy_against_cost(
         [_cost_point(r, measure) for r in recommendation.ranked], _measure_label(measure),
         f"{dataset}: accuracy against cost", out / f"{dataset}_accuracy_vs_cost.png")
-    return DatasetReport(dataset, binary, recommendation.ranked, models, comparisons.pair_tests(results),
-                         comparisons.source_tests(results), recommendation,
+    return DatasetReport(dataset, get_dataset(dataset).binary, recommendation.ranked, models,
+                         comparisons.pair_tests(results), comparisons.source_tests(results), recommendation,
                          comparison_sections(dataset, results, out), cost_figure)
 
 
+# What the forked workers of model_sections read: set before they start, so that nothing (the
+# predictions, the test images) is pickled on the way in.
+_JOBS: list[tuple] = []
+
+
+def model_sections(jobs: list[tuple], workers: int | None = None) -> list[ModelSection]:
+    """`model_section(*job)` for each job, in order, on every core: one process per core (or
+    `workers`; 1: in this process), each drawing one model at a time with one torch thread.
+
+    The report is the last stage and nothing else runs beside it; its time is matplotlib's (six
+    figures a model) and one core's worth of Python, so the sections go in parallel
+    (BENCHMARKS.md, "The report stage"). The workers are forks: they start at once with what this
+    process has imported and read, and hand back only the small parts of a section. One torch
+    thread in either case, so that the PNG files are the same whatever the number of processes
+    (tests/test_report_html.py; with two threads, resnet50's Grad-CAM differs in its last bits).
+    """
+    workers = min(len(jobs), workers or usable_cores())
+    if workers < 2:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as each worker has: Grad-CAM's floats depend on the thread count
+        try:
+            return [model_section(*job) for job in jobs]
+        finally:
+            torch.set_num_threads(threads)
+    global _JOBS
+    _JOBS = jobs
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_start)
+    try:
+        parts = list(pool.map(_section_parts, range(len(jobs))))
+    finally:
+        # On Ctrl-C or a failed section: the sections under way finish (a few seconds), the rest
+        # never start, and the caller removes what was drawn.
+        pool.shutdown(wait=True, cancel_futures=True)
+        _JOBS = []
+    return [ModelSection(job[0], *part) for job, part in zip(jobs, parts)]
+
+
+def _worker_start() -> None:
+    # Ctrl-C is the stage's to handle (it stops the pool); one thread each, as many workers as cores.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _section_parts(k: int) -> tuple:
+    section = model_section(*_JOBS[k])
+    return section.figures, section.layers, section.notes, section.errors
+
+
 def model_section(result: ModelResult, test_x: torch.Tensor, label, binary: bool, out: Path) -> ModelSection:
+    log.info("report: %s/%s", result.dataset, result.name)
     section = ModelSection(result)
     stem = f"{result.dataset}_{result.name}"
     section.figures["curves"] = figures.learning_curves(result.curves, result.name, out / f"{stem}_curves.png")

@@ -23,7 +23,11 @@ def learning_curves(history: list[dict], title: str, target: Path) -> Path:
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, target)
+    # Fixed margins, not tight_layout, whose extra draw was 40% of this figure's time: the evaluate
+    # stage draws it for every seed's run (BENCHMARKS.md, "The report stage"). Its labels are
+    # the same for every model; only the title holds the model's name.
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.15, top=0.91, wspace=0.25)
+    return _save(fig, target, tight=False)
 
 
 def confusion_matrix(matrix: np.ndarray, labels: list[str], title: str, target: Path) -> Path:
@@ -37,7 +41,7 @@ def confusion_matrix(matrix: np.ndarray, labels: list[str], title: str, target: 
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, target)
+    return _save(fig, target)  # tight: class names of any length (a user's folders) must fit
 
 
 def overlay_curves(histories: dict[str, list[dict]], metric: str, title: str, target: Path) -> Path:
