@@ -280,6 +280,23 @@ def test_figures_drawn_in_parallel_are_those_one_process_draws(reported, tmp_pat
     assert (alone.layers, alone.notes, alone.errors) == (drawn.layers, drawn.notes, drawn.errors)
 
 
+def test_a_section_failing_in_a_worker_fails_the_stage_by_name_and_keeps_the_last_report(reported, tmp_path,
+                                                                                          monkeypatch):
+    ws, _, _ = reported
+    copy = tmp_path / "ws"
+    shutil.copytree(ws, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    params = _params()
+    # A checkpoint cut short after check_inputs saw it: only the worker drawing cnn1 reads it.
+    checkpoint = artifacts.checkpoint_file("mnist", "cnn1", params.seeds_for("mnist", "cnn1")[0])
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    before = {p: p.read_bytes() for p in Path("reports").rglob("*") if p.is_file()}
+    with pytest.raises(artifacts.ArtifactError, match=re.escape(str(checkpoint))):
+        report.main(params)
+    assert {p: p.read_bytes() for p in Path("reports").rglob("*") if p.is_file()} == before
+
+
 def test_figures_are_artifacts_of_each_models_mlflow_run(reported):
     ws, uri, reports = reported
     client = mlflow.MlflowClient(uri)
