@@ -146,13 +146,13 @@ def run(args: argparse.Namespace) -> int | None:
 def _train(args: argparse.Namespace) -> int | None:
     from pipeline.tracking.run_log import RunLog
 
-    _check_schema(args)
+    loaded = _check_schema(args)
     # The MLflow child first: it checks and opens the store (2 s of one core) while this process
     # imports torch (validating the params does), loads the data and builds the model. Under
     # torchrun, rank 0 alone tracks; a launching process's child is stopped unused.
     tracks = os.environ.get("RANK", "0") == "0"
     with RunLog(args.dataset) if tracks else contextlib.nullcontext() as run_log:
-        params = _load_params(args)
+        params = _load_params(args, loaded)
         from pipeline import train
         from pipeline.engine import distributed
 
@@ -167,11 +167,11 @@ def _train(args: argparse.Namespace) -> int | None:
 def _evaluate(args: argparse.Namespace) -> None:
     from pipeline.tracking.run_log import RunLog
 
-    _check_schema(args)
+    loaded = _check_schema(args)
     # The MLflow child first, as for train: it opens the store and imports what logging a model
     # takes while this process imports torch and scores the test set.
     with RunLog(args.dataset, evaluate=True) as run_log:
-        params = _load_params(args)
+        params = _load_params(args, loaded)
         from pipeline import evaluate
 
         evaluate.main(params, args.dataset, args.model, run_log)
@@ -180,24 +180,24 @@ def _evaluate(args: argparse.Namespace) -> None:
 INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
 
 
-def _check_schema(args: argparse.Namespace) -> None:
+def _check_schema(args: argparse.Namespace):
     """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: a forked
     child opens, and on a new store creates, mlflow.db faster than a bad value is found, which
     left a store behind a stage that wrote nothing else. The models' checks, which import torch,
     still run beside the child (_load_params)."""
     from pipeline.config import load_params
 
-    load_params(args.params)
+    return load_params(args.params)
 
 
-def _load_params(args: argparse.Namespace):
+def _load_params(args: argparse.Namespace, loaded=None):
     """The typed params, every model's settings checked against its registry entry, before any
     stage work: a typo in a model's settings fails the download as it fails the training."""
     from pipeline.config import load_params
     from pipeline.models import get_model_spec
     from pipeline.models.checks import check_models
 
-    params = load_params(args.params)
+    params = loaded or load_params(args.params)  # loaded: _check_schema's, read once
     check_models(params, str(args.params))
     if getattr(args, "model", None):
         get_model_spec(args.model)  # a name no model has: the registry's list and the closest match
