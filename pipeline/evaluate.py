@@ -71,6 +71,8 @@ def _evaluate(params: Params, dataset: str, model_name: str, run_log: RunLog, sc
     # The images each validation accuracy was measured on (a val_subset, or the whole split): the
     # report's interval around the champion's validation accuracy.
     val_sizes = [min(c.get("val_subset") or len(data["val_y"]), len(data["val_y"])) for c in checkpoints]
+    # The prepared file's md5 names the data the runs were scored on (val: the threshold's): read once.
+    evaluation_input = prepared_dataset(dataset, "evaluation", {"test": len(data["test_y"]), "val": len(data["val_y"])})
     runs, cost = [], None
     for seed, checkpoint, validation, val_size in zip(seeds, checkpoints, validations, val_sizes):
         learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
@@ -90,7 +92,7 @@ def _evaluate(params: Params, dataset: str, model_name: str, run_log: RunLog, sc
         if seed == seeds[0]:  # the first seed's run is the one the report draws
             _write_seed_outputs(dataset, model_name, data, scored)
         _log_to_run(run_log, scratch / f"seed{seed}", dataset, model_name, seed, checkpoint["mlflow_run_id"],
-                    metrics, scored, learner, data, dataclasses.asdict(params.serve))
+                    metrics, scored, learner, data, dataclasses.asdict(params.serve), evaluation_input)
         runs.append({"seed": seed, "mlflow_run_id": checkpoint["mlflow_run_id"], **metrics})
         log.info("%s/%s seed %d: test accuracy %.4f, loss %.4f", dataset, model_name, seed,
                  metrics["test_accuracy"], metrics["test_loss"])
@@ -214,11 +216,19 @@ def _write_seed_outputs(dataset: str, model_name: str, data: dict, scored: dict)
 
 
 def _log_to_run(run_log: RunLog, folder: Path, dataset, model_name, seed, run_id, metrics, scored, learner, data,
-                limits: dict) -> None:
-    """The seed's test metrics, figures and served model, sent to the MLflow child for its training
-    run; the files go into `folder`."""
-    curves = scored["curves"]
+                limits: dict, evaluation_input: dict) -> None:
+    """The seed's test metrics, served model and figures, sent to the MLflow child for its
+    training run; the files go into `folder`. The model first: the child logs it (its slowest
+    part, 0.3-0.5 s) while this process draws the figures (BENCHMARKS.md, "Ninth round")."""
     folder.mkdir()
+    model = serving.model_request(learner.served_model(),
+                                  serving.servable(learner, dataset, data["test_x"], scored["class_names"],
+                                                   get_dataset(dataset).binary, metrics.get("threshold"), limits),
+                                  folder)
+    # The run already holds val_accuracy and val_loss per epoch (steps 1..n): a step-0 value would
+    # read as one more epoch, to the UI and to resuming (reopen_training_run).
+    logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
+    run_log.log_evaluation(run_id, logged, model, evaluation_input)
     per_class = folder / "per_class.json"
     per_class.write_text(json.dumps(scored["per_class"], indent=2) + "\n")
     files = [
@@ -227,19 +237,10 @@ def _log_to_run(run_log: RunLog, folder: Path, dataset, model_name, seed, run_id
         figures.learning_curves(read_curves(dataset, model_name, seed), model_name, folder / "learning_curves.png"),
         per_class,
     ]
-    if curves:
-        files.append(figures.roc_and_pr(curves["roc"], curves["pr"], metrics["test_roc_auc"], model_name,
-                                        folder / "roc_pr.png"))
-    sizes = {"test": len(data["test_y"]), "val": len(data["val_y"])}  # val: the threshold's
-    # The run already holds val_accuracy and val_loss per epoch (steps 1..n): a step-0 value would
-    # read as one more epoch, to the UI and to resuming (reopen_training_run).
-    logged = {k: float(v) for k, v in metrics.items() if k not in ("val_accuracy", "val_loss")}
-    model = serving.model_request(learner.served_model(),
-                                  serving.servable(learner, dataset, data["test_x"], scored["class_names"],
-                                                   get_dataset(dataset).binary, metrics.get("threshold"), limits),
-                                  folder)
-    run_log.log_evaluation(run_id, logged, [str(f) for f in files], model,
-                           prepared_dataset(dataset, "evaluation", sizes))
+    if scored["curves"]:
+        files.append(figures.roc_and_pr(scored["curves"]["roc"], scored["curves"]["pr"], metrics["test_roc_auc"],
+                                        model_name, folder / "roc_pr.png"))
+    run_log.log_files(run_id, [str(f) for f in files])
 
 
 def _write_predictions(dataset, model_name, data, actual, predicted, probabilities) -> None:

@@ -13,7 +13,7 @@ from pipeline.artifacts import atomic_dir, write_text
 from pipeline.config import Params
 from pipeline.reporting import render, results
 from pipeline.reporting.build import DatasetReport, build_reports
-from pipeline.tracking.runs import log_report_artifacts
+from pipeline.tracking.runs import log_run_files
 from pipeline.tracking.store import check_runs_exist
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,6 @@ def main(params: Params) -> list[DatasetReport]:
         # Logged before the new reports/ replaces the old one: a store that refuses leaves both as they were.
         for report in reports:
             for section in report.models:
-                log_report_artifacts(section.result.mlflow_run_id, list(section.figures.values()))
+                log_run_files(section.result.mlflow_run_id, list(section.figures.values()), "report")
     log.info("wrote %s and %s", target / "index.html", target / "comparison.md")
     return reports

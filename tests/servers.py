@@ -92,9 +92,13 @@ def mlflow_server(backend_store_uri: str, artifacts_destination: Path, log_path:
     command = [str(mlflow_cli) if mlflow_cli.exists() else "mlflow", "server",
                "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts_destination),
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    # MLflow's job runner off, as README "Team tracking server" runs it: the pipeline submits no
+    # MLflow jobs, and on a database store the runner starts eight processes, each importing mlflow
+    # (31 s of the two cores in the server's first 40 s here; BENCHMARKS.md, "Ninth round").
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log_path.open("wb") as log:
         # Its own process group: the CLI's uvicorn workers are stopped with it.
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             problem = wait_until_answering(process, f"http://127.0.0.1:{port}/health", 180)
             if problem:

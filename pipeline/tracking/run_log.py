@@ -12,8 +12,9 @@ what logging a model takes); the stage sends it JSON lines on its stdin:
      "system_metrics": false}                                       -> {"run_id": ...}
     {"op": "reopen", "run_id": ..., "system_metrics": false}        -> {"run_id": ..., "logged": [...]}
     {"op": "log", "metrics": {...}, "step": N}                      (no answer: training goes on)
-    {"op": "evaluation", "run_id": ..., "metrics": {...}, "artifacts": [...], "model": {...},
+    {"op": "evaluation", "run_id": ..., "metrics": {...}, "model": {...},
      "test_split": {...}}                                           (no answer: the stage goes on)
+    {"op": "files", "run_id": ..., "files": [...]}                  (no answer)
     {"op": "flush"}                                                 -> {} once every log is stored
     {"op": "end", "status": "FINISHED"}                             -> {}
 
@@ -36,6 +37,7 @@ from pipeline.tracking.runs import (
     end_run,
     log_epoch,
     log_evaluation,
+    log_run_files,
     open_experiment,
     reopen_training_run,
     start_training_run,
@@ -86,12 +88,15 @@ class RunLog:
     def log(self, metrics: dict[str, float], step: int) -> None:
         self._send({"op": "log", "metrics": metrics, "step": step})
 
-    def log_evaluation(self, run_id: str, metrics: dict[str, float], artifacts: list[str], model: dict,
+    def log_evaluation(self, run_id: str, metrics: dict[str, float], model: dict,
                        test_split: dict | None = None) -> None:
         """runs.log_evaluation() in the child, without waiting: flush() tells how it went. The
-        files named must stay until then."""
-        self._send({"op": "evaluation", "run_id": run_id, "metrics": metrics, "artifacts": artifacts,
-                    "model": model, "test_split": test_split})
+        model's files must stay until then."""
+        self._send({"op": "evaluation", "run_id": run_id, "metrics": metrics, "model": model, "test_split": test_split})
+
+    def log_files(self, run_id: str, files: list[str]) -> None:
+        """runs.log_run_files() in the child, without waiting; the files must stay until flush()."""
+        self._send({"op": "files", "run_id": run_id, "files": files})
 
     def flush(self) -> None:
         """Returns once every metric and evaluation sent is stored; TrackingError if one could not be."""
@@ -164,7 +169,7 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None, eval
         unusable = describe_failure(f"cannot open the experiment {dataset}", e)
     for line in requests:
         request = json.loads(line)
-        if request["op"] in ("log", "evaluation"):
+        if request["op"] in ("log", "evaluation", "files"):
             if mlflow is not None and failure is None:
                 failure = _store(request)
             continue
@@ -189,12 +194,14 @@ def _store(request: dict) -> str | None:
     try:
         if request["op"] == "log":
             log_epoch(request["metrics"], request["step"])
+        elif request["op"] == "files":
+            log_run_files(request["run_id"], request["files"])
         else:
-            log_evaluation(request["run_id"], request["metrics"], request["artifacts"], request["model"],
-                           request["test_split"])
+            log_evaluation(request["run_id"], request["metrics"], request["model"], request["test_split"])
     except Exception as e:
-        what = (f"cannot log the metrics of step {request['step']}" if request["op"] == "log"
-                else f"cannot log the evaluation of MLflow run {request['run_id']}")
+        what = {"log": f"cannot log the metrics of step {request.get('step')}",
+                "files": f"cannot log the figures of MLflow run {request.get('run_id')}",
+                "evaluation": f"cannot log the evaluation of MLflow run {request.get('run_id')}"}[request["op"]]
         return describe_failure(what, e)
     return None
 

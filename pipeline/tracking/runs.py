@@ -114,11 +114,11 @@ def reopen_training_run(run_id: str, system_metrics: bool = False) -> set[int]:
     return {m.step for m in mlflow.MlflowClient(tracking_uri()).get_metric_history(run_id, "val_accuracy")}
 
 
-def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[str], model: dict,
-                   test_split: dict | None = None) -> None:
-    """Adds test metrics, figures, the test split as a dataset input and the logged model (which
-    takes image files, pipeline.tracking.serving) to the training run. JSON in, so that the
-    evaluate stage's MLflow child (pipeline.tracking.run_log) can be sent it.
+def log_evaluation(run_id: str, metrics: dict[str, float], model: dict, test_split: dict | None = None) -> None:
+    """Adds test metrics, the test split as a dataset input and the logged model (which takes
+    image files, pipeline.tracking.serving) to the training run; its figures follow with
+    log_run_files. JSON in, so that the evaluate stage's MLflow child (pipeline.tracking.run_log)
+    can be sent it.
 
     `model`: serving.model_request()'s; `test_split`: log_dataset()'s arguments for the test split.
     """
@@ -133,8 +133,6 @@ def log_evaluation(run_id: str, metrics: dict[str, float], artifacts: list[str],
     mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)  # where its model goes
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    for path in artifacts:
-        client.log_artifact(run_id, str(path))
     if test_split:
         log_dataset(run_id, **test_split)
     serving.log_model(run_id, model)
@@ -177,8 +175,8 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def log_report_artifacts(run_id: str, files: list[Path], artifact_path: str = "report") -> None:
-    """Adds the report's figures of one model to its training run, under `artifact_path`/.
+def log_run_files(run_id: str, files: list[str | Path], artifact_path: str | None = None) -> None:
+    """Adds files (figures) to a run, under `artifact_path`/ (None: at its top).
 
     Through the client, not start_run: the run stays FINISHED, its end time untouched.
     """

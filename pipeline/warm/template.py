@@ -24,10 +24,13 @@ MAX_SOCKET_PATH = 107  # Linux's sun_path, less its terminating NUL
 IDLE_S = 900
 # What each template imports once. The stage template: what most stages import first (torch's
 # import is half of a short stage). Not mlflow: train and evaluate leave it to their child
-# (pipeline/tracking/run_log.py), and a stage must not pay for it.
+# (pipeline/tracking/run_log.py), and a stage must not pay for it. SQLAlchemy's URL parsing and
+# sqlite dialect are what the store check of evaluate, register and predict imports (0.28 s of
+# logreg's evaluate: BENCHMARKS.md, "Ninth round").
 PRELOAD = {
     "stage": ("numpy", "torch", "torch._dynamo", "torch.optim", "torchvision", "PIL.Image", "yaml",
-              "pydantic", "scipy.stats", "sklearn.metrics", "matplotlib", "matplotlib.pyplot", "pandas", "jinja2"),
+              "pydantic", "scipy.stats", "sklearn.metrics", "matplotlib", "matplotlib.pyplot", "pandas", "jinja2",
+              "sqlalchemy.engine", "sqlalchemy.dialects.sqlite"),
     "mlflow": ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.models", "mlflow.pyfunc", "pandas"),
 }
 
