@@ -26,12 +26,15 @@ IDLE_S = 900
 # import is half of a short stage). Not mlflow: train and evaluate leave it to their child
 # (pipeline/tracking/run_log.py), and a stage must not pay for it. SQLAlchemy's URL parsing and
 # sqlite dialect are what the store check of evaluate, register and predict imports (0.28 s of
-# logreg's evaluate: BENCHMARKS.md, "Ninth round").
+# logreg's evaluate: BENCHMARKS.md, "Ninth round"). MLflow's tracing processors: every
+# set_tracking_uri() resets MLflow's tracer provider, which imports them and 30 OpenTelemetry
+# modules, in each MLflow child (its store opened in 0.37 s instead of 0.45, median of 6).
 PRELOAD = {
     "stage": ("numpy", "torch", "torch._dynamo", "torch.optim", "torchvision", "PIL.Image", "yaml",
               "pydantic", "scipy.stats", "sklearn.metrics", "matplotlib", "matplotlib.pyplot", "pandas", "jinja2",
               "sqlalchemy.engine", "sqlalchemy.dialects.sqlite"),
-    "mlflow": ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.models", "mlflow.pyfunc", "pandas"),
+    "mlflow": ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.models", "mlflow.pyfunc", "pandas",
+               "mlflow.tracing.processor.base_mlflow", "mlflow.tracing.processor.otel"),
 }
 
 def serve(root: Path, kind: str, parent: int | None, idle_s: float) -> None:
