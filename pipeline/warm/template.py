@@ -23,8 +23,10 @@ MAX_SOCKET_PATH = 107  # Linux's sun_path, less its terminating NUL
 # A template left by `pipeline warm start` without --parent ends after this long with nothing to do.
 IDLE_S = 900
 # What each template imports once. The stage template: what most stages import first (torch's
-# import is half of a short stage). Not mlflow: train and evaluate leave it to their child
-# (pipeline/tracking/run_log.py), and a stage must not pay for it. SQLAlchemy's URL parsing and
+# import is half of a short stage), and mlflow with its sqlite store, which register, report,
+# predict and serve import (1.2-1.9 s each on the slowest machine); train and evaluate leave
+# MLflow to their child (pipeline/tracking/run_log.py), and a fork pays nothing for what its
+# template has imported (a cold stage still never imports it). SQLAlchemy's URL parsing and
 # sqlite dialect are what the store check of evaluate, register and predict imports (0.28 s of
 # logreg's evaluate: BENCHMARKS.md, "Ninth round"). MLflow's tracing processors: every
 # set_tracking_uri() resets MLflow's tracer provider, which imports them and 30 OpenTelemetry
@@ -32,7 +34,7 @@ IDLE_S = 900
 PRELOAD = {
     "stage": ("numpy", "torch", "torch._dynamo", "torch.optim", "torchvision", "PIL.Image", "yaml",
               "pydantic", "scipy.stats", "sklearn.metrics", "matplotlib", "matplotlib.pyplot", "pandas", "jinja2",
-              "sqlalchemy.engine", "sqlalchemy.dialects.sqlite"),
+              "sqlalchemy.engine", "sqlalchemy.dialects.sqlite", "mlflow", "mlflow.store.tracking.sqlalchemy_store"),
     "mlflow": ("mlflow", "mlflow.store.tracking.sqlalchemy_store", "mlflow.models", "mlflow.pyfunc", "pandas",
                "mlflow.tracing.processor.base_mlflow", "mlflow.tracing.processor.otel"),
 }
