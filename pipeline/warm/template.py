@@ -24,7 +24,7 @@ MAX_SOCKET_PATH = 107  # Linux's sun_path, less its terminating NUL
 IDLE_S = 900
 # What each template imports once. The stage template: what most stages import first (torch's
 # import is half of a short stage), and mlflow with its sqlite store, which register, report,
-# predict and serve import (1.2-1.9 s each on the slowest machine); train and evaluate leave
+# predict and serve import (register's wall: 8.6 s before, 5.1 after); train and evaluate leave
 # MLflow to their child (pipeline/tracking/run_log.py), and a fork pays nothing for what its
 # template has imported (a cold stage still never imports it). SQLAlchemy's URL parsing and
 # sqlite dialect are what the store check of evaluate, register and predict imports (0.28 s of
