@@ -43,8 +43,8 @@ from bench.machine import machine_info  # noqa: E402
 from pipeline import artifacts  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.data import mnist  # noqa: E402
-from pipeline.data.errors import DataError  # noqa: E402
 from pipeline.engine.learners import build_learner  # noqa: E402
+from pipeline.errors import DataError  # noqa: E402
 from pipeline.tracking.registry import ALIAS, champion_uri, registered_name, resolve_registered  # noqa: E402
 from pipeline.tracking.runs import run_record  # noqa: E402
 from pipeline.tracking.server import ModelServer  # noqa: E402

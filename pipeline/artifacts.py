@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 
 T = TypeVar("T")
 CURVE_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"]

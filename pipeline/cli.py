@@ -309,8 +309,8 @@ def _user_errors() -> tuple[type[Exception], ...]:
     stage's MLflow child must not wait for.
     """
     from pipeline.config import ConfigError
-    from pipeline.data.errors import DataError
     from pipeline.engine.learners import TrainingDiverged
+    from pipeline.errors import DataError
     from pipeline.models import UnknownModelError
     from pipeline.tracking.store import TrackingError
 

@@ -41,8 +41,8 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from pipeline.artifacts import evaluate_command, read_back
 from pipeline.config import ConfigError, Params
 from pipeline.data.datasets import get_dataset
-from pipeline.data.errors import DataError
 from pipeline.data.images import decode_image
+from pipeline.errors import DataError
 from pipeline.tracking import serving
 from pipeline.tracking.registry import ALIAS, champion_uri, model_run, registered_name, resolve_registered
 from pipeline.tracking.runs import run_record

@@ -19,8 +19,8 @@ import yaml
 
 from pipeline import artifacts, download, prepare
 from pipeline.data import folder_source, images
-from pipeline.data.errors import DataError
 from pipeline.data.kaggle_download import credentials_found
+from pipeline.errors import DataError
 from tests.conftest import REPO, shrunk_params, shrunk_params_dict
 
 PER_CLASS = 40

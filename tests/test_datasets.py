@@ -15,7 +15,7 @@ import yaml
 
 from pipeline import download
 from pipeline.config import ConfigError, parse_params
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 from tests.conftest import REPO, new_store, real_params_dict, shrunk_params, shrunk_params_dict
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from pipeline import artifacts, download, prepare
 from pipeline.config import ConfigError, parse_params
 from pipeline.data.datasets import get_dataset
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 from tests.conftest import REPO, shrunk_params_dict
 
 SHARED_SDNET = REPO.parent / "shared" / "data" / "sdnet2018"

@@ -17,7 +17,7 @@ from pipeline import artifacts, evaluate, train
 from pipeline.data import sdnet, uci_digits
 from pipeline.data.crack import OTHER_SOURCE_ENV as CRACK_OTHER_SOURCE_ENV
 from pipeline.data.crack import other_source
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 from tests.conftest import REPO, shrunk_params
 
 SHARED_SDNET = REPO.parent / "shared" / "data" / "sdnet2018"

@@ -8,8 +8,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.config.checks import MAX_SIDE, ConfigError, check, check_seed
 from pipeline.data.datasets import registered
+from pipeline.errors import MAX_SIDE, ConfigError, check, check_seed
 
 MAX_LR = 10.0
 # Each seed is one training run per model: more than this is a typo (or a generated list), not

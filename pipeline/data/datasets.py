@@ -91,7 +91,7 @@ class Dataset:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            from pipeline.data.errors import DataError
+            from pipeline.errors import DataError
 
             raise DataError(f"{path}: missing or unreadable; the class names of dataset {self.name!r} come "
                             f"from its folders: run `pipeline prepare --dataset {self.name}` first") from None

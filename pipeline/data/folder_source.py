@@ -17,8 +17,8 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from pipeline.data.errors import DataError
 from pipeline.data.kaggle_download import download_dataset
+from pipeline.errors import DataError
 
 SPLITS = ("train", "val", "test")
 # A folder the user made beside the class folders by a tool, never a class.

@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pipeline.config.checks import MAX_SIDE, check, check_seed
 from pipeline.data import folder_source
 from pipeline.data.datasets import Dataset
-from pipeline.data.errors import DataError
 from pipeline.data.split import check_classes, stratified_split, stratified_subset
+from pipeline.errors import MAX_SIDE, DataError, check, check_seed
 
 if TYPE_CHECKING:
     import torch

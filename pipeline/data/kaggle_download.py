@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 

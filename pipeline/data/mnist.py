@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.config.checks import check, check_seed
 from pipeline.data.datasets import Dataset, OtherSource, register_dataset
-from pipeline.data.errors import DataError
 from pipeline.data.split import check_classes, stratified_split, stratified_subset
+from pipeline.errors import DataError, check, check_seed
 
 if TYPE_CHECKING:
     import torch

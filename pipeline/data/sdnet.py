@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.errors import DataError
 from pipeline.data.images import decode_image
+from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 

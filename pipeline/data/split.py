@@ -21,7 +21,7 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         return np.arange(len(labels))
     from sklearn.model_selection import train_test_split
 
-    from pipeline.data.errors import DataError
+    from pipeline.errors import DataError
 
     try:
         _, subset = train_test_split(
@@ -42,7 +42,7 @@ MIN_PER_CLASS = 2
 def check_classes(labels: dict[str, np.ndarray], classes: list[str], source: str, fix: str,
                   minimum: int = MIN_PER_CLASS) -> None:
     """Raises DataError unless every class has `minimum` images in every split (name -> labels)."""
-    from pipeline.data.errors import DataError
+    from pipeline.errors import DataError
 
     for split, split_labels in labels.items():
         counts = np.bincount(np.asarray(split_labels), minlength=len(classes))

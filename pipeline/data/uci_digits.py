@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.data.errors import DataError
+from pipeline.errors import DataError
 
 SIDE = 28  # MNIST's field
 BOX = 20  # MNIST's digits fit a 20x20 box, aspect ratio kept

@@ -1,7 +1,7 @@
-"""The error every params.yaml problem raises, and the one-line check the config sections use.
+"""The errors a user sees as one line, and the one-line check that raises them.
 
-Its own module, importing nothing of the project: the dataset modules define their own config
-sections with it, and pipeline.config builds params.yaml's dataset sections from their records.
+A leaf module, importing nothing of the project: the dataset modules check their params.yaml
+sections with it and pipeline.config parses the rest, so neither has to import the other.
 """
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ MAX_SIDE = 512
 
 class ConfigError(ValueError):
     """A params.yaml problem; the message names the key and the fix."""
+
+
+class DataError(RuntimeError):
+    """A data file is missing, corrupt or not what it claims to be; the message names it."""
 
 
 def check(ok: bool, key: str, value: Any, expected: str) -> None:
