@@ -38,22 +38,43 @@ MODEL_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data", "pipe
 
 def dataset_stages(params: Params) -> dict[str, Any]:
     """download, prepare: one per listed dataset (foreach over `datasets`)."""
+    download_foreach, download_param, name = _each_dataset(params, "download")
+    prepare_foreach, prepare_param, prepared = _each_dataset(params, "prepare")
     return {
-        "download": {"foreach": "${datasets}", "do": {
-            "cmd": "pipeline download --dataset ${item}",
+        "download": {"foreach": download_foreach, "do": {
+            "cmd": f"pipeline download --dataset {name}",
             "deps": ["pipeline/download.py", *DATA_DEPS],
-            "params": ["download.${item}"],
-            "outs": ["data/${item}/raw"],
+            "params": [download_param],
+            "outs": [f"data/{name}/raw"],
         }},
-        "prepare": {"foreach": "${datasets}", "do": {
-            "cmd": "pipeline prepare --dataset ${item}",
-            "deps": ["data/${item}/raw", "pipeline/prepare.py", *DATA_DEPS],
-            "params": ["prepare.${item}"],
+        "prepare": {"foreach": prepare_foreach, "do": {
+            "cmd": f"pipeline prepare --dataset {prepared}",
+            "deps": [f"data/{prepared}/raw", "pipeline/prepare.py", *DATA_DEPS],
+            "params": [prepare_param],
             # prepare_report.json: what the split kept and skipped, a report of the data rather than
             # of a model, so it stays out of `dvc metrics show`'s model tables.
-            "outs": ["data/${item}/prepared.pt", "data/${item}/prepare_report.json"],
+            "outs": [f"data/{prepared}/prepared.pt", f"data/{prepared}/prepare_report.json"],
         }},
     }
+
+
+def _each_dataset(params: Params, section: str) -> tuple[Any, str, str]:
+    """(foreach, the stage's param, how the stage names its dataset) for a data stage.
+
+    DVC fails at once on a param params.yaml lacks, and a dataset may leave its section out (a
+    declared folder's prepare settings all default): then the foreach maps each dataset to the
+    param it has (its section, else its download entry, else the `datasets` list), and the stage
+    names its dataset by the key. The names of the stages (download@<name>) are the same.
+    """
+    defaulted = getattr(params, section).defaulted
+    if not defaulted & set(params.datasets):
+        return "${datasets}", f"{section}.${{item}}", "${item}"
+    chosen = {}
+    for dataset in params.datasets:
+        given = [f"{s}.{dataset}" for s in (section, "download")
+                 if dataset in getattr(params, s) and dataset not in getattr(params, s).defaulted]
+        chosen[dataset] = {"param": (given or ["datasets"])[0]}
+    return chosen, "${item.param}", "${key}"
 
 
 def model_stages(params: Params, dataset: str) -> dict[str, Any]:

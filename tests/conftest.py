@@ -29,14 +29,18 @@ def real_params_dict() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_limit: int = 2000,
+def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_limit: int | None = None,
                        crack_models: list[str] | None = None, **overrides) -> dict:
     """The real params.yaml with small stratified slices, few epochs and (optionally) fewer models.
 
-    Crack: 400 images of the shared subset cached at 32x32, read by every model at 32, and
-    no ImageNet weights (none can be fetched here). One seed per model (the top-level `seeds`)
-    unless a test asks for more.
+    Each dataset's slice and offline copy are its record's (`shrink`, `offline` in its module:
+    crack's photos cached small, MNIST's training set cut; both read from ../shared/data).
+    Image-folder models read the cached side and load no ImageNet weights (none can be fetched
+    here). One seed per model (the top-level `seeds`) unless a test asks for more.
     """
+    # Imported here, not at the top: the registry is read only by this function.
+    from pipeline.data.datasets import registered
+
     raw = copy.deepcopy(real_params_dict())
     if models is not None:
         raw["train"]["mnist"] = {m: raw["train"]["mnist"][m] for m in models}
@@ -44,12 +48,26 @@ def shrunk_params_dict(models: list[str] | None = None, epochs: int = 1, train_l
         raw["train"]["crack"] = {m: raw["train"]["crack"][m] for m in crack_models}
     if crack_models == []:  # a dataset without models is left out (params.yaml `datasets`)
         raw["datasets"] = ["mnist"]
+    settings: dict = {}
+    for name, record in registered().items():
+        if name in raw["download"]:
+            settings.update(record.shrink)
+            settings.update({key: str(SHARED_MNIST.parent / folder) for key, folder in record.offline.items()})
+    if train_limit is not None:
+        settings["prepare.mnist.train_limit"] = train_limit
+    dataset_overrides: dict = {}
+    for key, value in settings.items():
+        *parents, last = key.split(".")
+        node = dataset_overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    merge_overrides(raw, dataset_overrides)
+    side = raw["prepare"]["crack"]["image_size"]
     merge_overrides(raw, {
-        "download": {"mnist": {"mirror": str(SHARED_MNIST)}, "crack": {"source": str(SHARED_CRACK)}},
-        "prepare": {"mnist": {"train_limit": train_limit}, "crack": {"limit": 400, "image_size": 32}},
         "train": {
             "mnist": {m: {"epochs": epochs, "seeds": None} for m in raw["train"]["mnist"]},
-            "crack": {m: {"epochs": epochs, "seeds": None, "pretrained": False, "input_size": 32,
+            "crack": {m: {"epochs": epochs, "seeds": None, "pretrained": False, "input_size": side,
                           # progressive needs an epoch on the head and one on everything
                           **({"epochs": max(2, epochs), "head_epochs": 1} if "head_epochs" in cfg else {})}
                       for m, cfg in raw["train"]["crack"].items()},

@@ -237,6 +237,27 @@ def test_several_folders_are_declared_under_their_own_names_and_each_gets_its_st
     assert not any("roc" in str(p) for p in dag["evaluate_decks"]["do"]["plots"])
 
 
+def test_a_folder_without_a_prepare_section_gets_stages_dvc_can_run(tmp_path):
+    """README's own-images example: `prepare.<name>` left out (all defaults). DVC fails at once on a
+    param params.yaml lacks, so prepare@<name> names the declaration it has instead; a dataset
+    with its own section keeps it."""
+    from pipeline import stages
+
+    make_folder(tmp_path / "decks", {"cracked": 4, "sound": 4})
+    raw = folder_params_dict(tmp_path / "decks")
+    del raw["prepare"]["decks"]
+    raw["datasets"] = ["decks", "mnist"]
+    params = parse_params(raw)
+    assert params.prepare.decks.image_size == 64 and params.prepare.defaulted == {"decks"}
+    dag = stages.pipeline_yaml(params)["stages"]
+    assert dag["prepare"]["foreach"] == {"decks": {"param": "download.decks"}, "mnist": {"param": "prepare.mnist"}}
+    assert dag["prepare"]["do"]["params"] == ["${item.param}"]
+    assert dag["prepare"]["do"]["cmd"] == "pipeline prepare --dataset ${key}"
+    # Every section given: the foreach over `datasets` that dvc.yaml has always had.
+    assert stages.pipeline_yaml(parse_params(folder_params_dict(tmp_path / "decks")))["stages"]["prepare"][
+        "foreach"] == "${datasets}"
+
+
 def test_the_served_models_png_and_decoding_keep_rgb(tmp_path):
     """What a client sends (serving.encode_png) decodes back to the same pixels, gray or RGB."""
     import base64

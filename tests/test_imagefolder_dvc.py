@@ -1,5 +1,5 @@
-"""The whole DAG on a user's image folder: a temp git repo whose params.yaml declares `decks`, the
-200 real SDNET2018 deck photos sorted into cracked/ and sound/; `pipeline stages` writes dvc.yaml
+"""The whole DAG on a user's image folder: a temp git repo whose params.yaml declares `decks` (no
+prepare section), the 200 real SDNET2018 deck photos sorted into cracked/ and sound/; `pipeline stages` writes dvc.yaml
 from params.yaml (no hand edit), `dvc repro` trains two registered models (lab-C's crack CNN and
 cnn1, an MNIST CNN read at its own 28 px), and the report, the registry's champion and
 `pipeline predict` all work on it."""
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.data.imagefolder import ImageFolderPrepareConfig
 from tests.conftest import REPO, new_store
 from tests.test_dvc_pipeline import _commit, _env, _sh
 from tests.test_imagefolder import deck_photos, folder_params_dict
@@ -35,6 +36,8 @@ def built(tmp_path_factory, empty_store):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     raw = folder_params_dict(source)
+    # As README's own-images example: no prepare section, its settings all defaults.
+    del raw["prepare"]["decks"]
     raw["train"]["decks"] = {m: {**cfg, "epochs": 3} for m, cfg in raw["train"]["decks"].items()}
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = _env(root)
@@ -54,12 +57,14 @@ def test_a_declared_folder_gets_its_stages_from_params_alone(built):
                   "register@decks", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert (root / "dvc.lock").is_file()
+    assert "decks" not in yaml.safe_load((root / "params.yaml").read_text())["prepare"]
 
 
 def test_report_and_champion_cover_both_models(built):
     root, _, _, _ = built
     prepared = json.loads((root / "data" / "decks" / "prepare_report.json").read_text())
     assert prepared["classes"] == ["cracked", "sound"] and prepared["decoded"] == 200
+    assert prepared["image_size"] == ImageFolderPrepareConfig().image_size  # the default side
     for model in MODELS:
         metrics = json.loads((root / "metrics" / "decks" / f"{model}.json").read_text())
         assert 0.5 <= metrics["test_accuracy"] <= 1.0 and 0.0 < metrics["threshold"] < 1.0  # binary: 2 classes

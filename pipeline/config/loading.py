@@ -15,8 +15,11 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.config.schema import DATASET_SECTIONS, ConfigError, DatasetSections, Params, RuntimeConfig, TrainConfig
+from pipeline.data.datasets import declare_from_params, get_dataset, load_plugins
 
 PARAMS_FILE = Path("params.yaml")
+# Stands for an entry params.yaml leaves out, between filling it in and parsing it as all defaults.
+_LEFT_OUT = object()
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
@@ -55,7 +58,8 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     try:
         if not isinstance(raw, dict):
             raise ConfigError(f"top level: expected a mapping, got {raw!r}")
-        _declare_folders(raw)
+        load_plugins(raw.get("plugins"))
+        declare_from_params(raw)
         return _parse_dataclass(Params, _with_listed_sections(raw), "")
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
@@ -83,32 +87,9 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any], where: str 
     return base
 
 
-def _declare_folders(raw: dict[str, Any]) -> None:
-    """Registers each folder declared under download (`<name>: {kind: imagefolder, ...}`) as a
-    dataset, so that every later lookup of its name (a stage, the report) finds its record."""
-    from pipeline.data import imagefolder
-    from pipeline.data.datasets import builtin_names, forget_declared, register_dataset
-
-    forget_declared()
-    download = raw.get("download") or {}
-    if not isinstance(download, dict):
-        return  # the generic parser names the problem
-    builtins = builtin_names()
-    for name, entry in download.items():
-        if isinstance(entry, dict) and "kind" in entry:
-            if entry["kind"] != imagefolder.KIND:
-                raise ConfigError(f"download.{name}.kind: got {entry['kind']!r}, expected {imagefolder.KIND}")
-            if name in builtins:
-                raise ConfigError(f"download.{name}.kind: {name} is a built-in dataset; declare your folder "
-                                  "under another name")
-            register_dataset(imagefolder.declared(name, (raw.get("prepare") or {}).get(name)))
-
-
 def _with_listed_sections(raw: dict[str, Any]) -> dict[str, Any]:
     """`raw` with an empty entry for each listed dataset's section it leaves out: its defaults (a
     declared folder's prepare settings), or an error naming the first required key."""
-    from pipeline.data.datasets import get_dataset
-
     listed = raw.get("datasets")
     if not isinstance(listed, list):
         return raw  # the generic parser names the problem
@@ -123,20 +104,21 @@ def _with_listed_sections(raw: dict[str, Any]) -> dict[str, Any]:
             except (ValueError, TypeError):
                 continue  # Params names the unknown dataset with the known ones
             if section in record.sections and section != "evaluate" and name not in entries:
-                entries = {**entries, name: {}}
+                entries = {**entries, name: _LEFT_OUT}
         raw[section] = entries
     return raw
 
 
 def _parse_sections(raw: Any, where: str) -> DatasetSections:
     """`download`, `prepare` or `evaluate`: each dataset's entry parsed with its record's dataclass."""
-    from pipeline.data.datasets import get_dataset
-
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of dataset names, got {raw!r}")
-    entries = {}
+    entries, defaulted = {}, set()
     for name, value in raw.items():
         key = _join(where, name)
+        if value is _LEFT_OUT:
+            defaulted.add(name)
+            value = None
         try:
             record = get_dataset(name)
         except ValueError as e:
@@ -144,7 +126,7 @@ def _parse_sections(raw: Any, where: str) -> DatasetSections:
         if where not in record.sections:
             raise ConfigError(f"{key}: dataset {name} has no {where} settings; remove the entry")
         entries[name] = _parse_dataclass(record.sections[where], {} if value is None else value, key)
-    return DatasetSections(entries)
+    return DatasetSections(entries, frozenset(defaulted))
 
 
 # --- generic dataclass parsing -----------------------------------------------------------------

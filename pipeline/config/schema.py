@@ -21,11 +21,16 @@ DATASET_SECTIONS = ("download", "prepare", "evaluate")
 
 
 class DatasetSections:
-    """One params.yaml section's entries by dataset name: `params.prepare.mnist` or
-    `params.prepare.get("mnist")` (None for a dataset without an entry)."""
+    """One params.yaml section's entries by dataset name: `params.prepare.<name>` or
+    `params.prepare.get(name)` (None for a dataset without an entry). `defaulted`: the listed
+    datasets whose entry params.yaml leaves out (all defaults): DVC cannot name them as params."""
 
-    def __init__(self, entries: dict[str, Any]) -> None:
+    # A slot beside __dict__, which holds the entries alone.
+    __slots__ = ("__dict__", "defaulted")
+
+    def __init__(self, entries: dict[str, Any], defaulted: frozenset[str] = frozenset()) -> None:
         self.__dict__.update(entries)
+        self.defaulted = defaulted
 
     def get(self, name: str) -> Any:
         return self.__dict__.get(name)
@@ -209,8 +214,8 @@ class Params:
     # A name is a built-in dataset (`pipeline datasets` lists them) or a folder declared under
     # download (`<name>: {kind: imagefolder, source: <folder>}`).
     datasets: tuple[str, ...]
-    # Per dataset, its own settings: each is explained in the dataset's module (e.g.
-    # pipeline/data/mnist.py, pipeline/data/imagefolder.py).
+    # Per dataset, its own settings: each is explained in the dataset's module under
+    # pipeline/data/ (a declared folder's: pipeline/data/imagefolder.py).
     download: DatasetSections
     prepare: DatasetSections
     runtime: RuntimeConfig
@@ -222,6 +227,10 @@ class Params:
     seeds: tuple[int, ...] = (12,)  # lab-C's seed
     evaluate: DatasetSections = field(default_factory=lambda: DatasetSections({}))
     serve: ServeConfig = field(default_factory=ServeConfig)
+    # Modules, outside this package, that register datasets or dataset kinds when imported
+    # (pipeline/data/datasets.py says how), e.g. [my_datasets.digits]: imported before the
+    # sections above are parsed, so their datasets are named here like the built-in ones.
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_seeds(self.seeds, "seeds")
@@ -229,7 +238,7 @@ class Params:
         check(len(self.datasets) >= 1 and len(set(self.datasets)) == len(self.datasets)
                and set(self.datasets) <= set(known), "datasets", list(self.datasets),
                f"a non-empty list of distinct names out of {', '.join(known)} (or a folder declared as "
-               "download.<name>: {kind: imagefolder, source: <folder>}), e.g. [mnist]")
+               "download.<name>: {kind: imagefolder, source: <folder>}), e.g. [" + next(iter(known), "") + "]")
         for dataset in self.datasets:
             if not self.train.get(dataset):
                 raise ConfigError(f"datasets lists {dataset} but train.{dataset} has no models: add one "

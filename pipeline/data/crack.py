@@ -10,6 +10,8 @@ from pipeline.data import imagefolder
 from pipeline.data.datasets import Dataset, OtherSource, register_dataset
 
 OTHER_SOURCE_ENV = "PIPELINE_CRACK_OTHER_SOURCE"
+# Özgenel's 40,000 photos as Kaggle serves them: what download.crack.kaggle_dataset defaults to.
+KAGGLE_DATASET = "arunrk7/surface-crack-detection"
 
 
 def other_source(params) -> str | None:
@@ -45,7 +47,14 @@ DATASET = register_dataset(Dataset(
         "(pipeline/data/sdnet2018/PROVENANCE.md)", "CC BY 4.0",
         "decoded as the crack photos are (grayscale, Lanczos to the cached side)", _sdnet,
         setting="evaluate.crack.other_source"),
+    order=1,  # after MNIST, as the sources' labs go
+    environment={"download.crack.source": imagefolder.source_env_of("crack"),
+                 "evaluate.crack.other_source": OTHER_SOURCE_ENV},
+    offline={"download.crack.source": "crack"},
+    # 400 photos cached at 32x32: a crack stage of the tests trains in seconds.
+    shrink={"prepare.crack.limit": 400, "prepare.crack.image_size": 32},
     options={
+        "kaggle_dataset": KAGGLE_DATASET,
         # The class folders, in label order; any other folder of the source is left out.
         "folders": ("Negative", "Positive"),
         "without": "To run without the crack dataset (no Kaggle credentials needed), set "

@@ -1,28 +1,42 @@
 """The dataset registry: one record per dataset, every fact a stage, a model or the report needs.
 
-A dataset is one module that registers itself (`register_dataset`), as a model does: its record
-(classes, binary or not, channels, normalisation), its params.yaml sections (typed dataclasses
-that pipeline.config parses `download.<name>`, `prepare.<name>`, `evaluate.<name>` with), and
-its kind, the code that downloads, prepares and decodes (pipeline.data.mnist's own IDX files;
-pipeline.data.imagefolder for any folder of one sub-folder per class). A folder declared in
-params.yaml (`download.<name>: {kind: imagefolder, source: ...}`) is registered by the config
-loader, with its class names and normalisation read from its prepare stage's report.
+A dataset is one module that registers itself (`DATASET = register_dataset(Dataset(...))`), as a
+model does: its record (classes, binary or not, channels, normalisation, its place in listings),
+its params.yaml sections (typed dataclasses that pipeline.config parses `download.<name>`,
+`prepare.<name>`, `evaluate.<name>` with), its environment variables, offline copy and the
+tests' smaller settings, and its kind, the code that downloads, prepares and decodes
+(pipeline.data.mnist's own IDX files; pipeline.data.imagefolder for any folder of one sub-folder
+per class). A folder declared in params.yaml (`download.<name>: {kind: imagefolder, source:
+...}`) needs no module: its kind gives its record, with its class names and normalisation read
+from its prepare stage's report.
 
-The built-in modules are imported on first use of the registry, and import no torch at the top:
-config reads this file, and must stay light for the train stage's MLflow child to start first.
+Where the registry finds them:
+- built-in: every module of pipeline/data whose top level registers a dataset or a kind, found
+  on first use of the registry (no list to keep: a new module is found by being there);
+- a plug-in (a dataset of your own, in your own package): list its module under `plugins` in
+  params.yaml (`plugins: [my_datasets.digits]`), importable from where the stages run (pip
+  install -e your package, or PYTHONPATH); every stage imports it before it parses the dataset
+  sections, so its name works in `datasets`, `download`, `prepare` and `train` as a built-in's.
+  tests/test_datasets.py adds one this way and runs its stages.
+
+The built-in modules import no torch at the top: config reads this file, and must stay light.
 """
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from pathlib import Path
+from pipeline.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
     from pipeline.config import Params
 
 
@@ -81,6 +95,16 @@ class Dataset:
     options: Mapping[str, Any] = field(default_factory=dict)
     # Declared in params.yaml rather than by a module: replaced when params are parsed again.
     declared: bool = False
+    # Where it comes in every listing (`datasets`' error, the report, `pipeline datasets`): lowest
+    # first; records of equal order keep the order they were registered in.
+    order: int = 100
+    # Setting (dotted, as in params.yaml) -> the environment variable that wins over it.
+    environment: Mapping[str, str] = field(default_factory=dict)
+    # Setting -> the folder, relative to a local data folder (../shared/data beside the
+    # repository), of a copy that needs no network: what CI and the tests point the setting at.
+    offline: Mapping[str, str] = field(default_factory=dict)
+    # Setting -> value: the smaller data the tests run on (a stratified slice, a smaller side).
+    shrink: Mapping[str, Any] = field(default_factory=dict)
 
     @cached_property
     def _measured(self) -> dict:
@@ -91,8 +115,6 @@ class Dataset:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError):
-            from pipeline.errors import DataError
-
             raise DataError(f"{path}: missing or unreadable; the class names of dataset {self.name!r} come "
                             f"from its folders: run `pipeline prepare --dataset {self.name}` first") from None
 
@@ -141,10 +163,13 @@ class Dataset:
 
 
 _REGISTRY: dict[str, Dataset] = {}
+_KINDS: dict[str, Any] = {}
+_BUILTIN: set[str] = set()
 _loaded = False
-# The built-in datasets' order (the default report's, and each multi-dataset model's home first),
-# whichever module a caller imported first.
-BUILTIN_ORDER = ("mnist", "crack")
+# What marks a module of pipeline/data as a built-in dataset or kind: its top level registers one
+# (`DATASET = register_dataset(...)`, `KIND = register_kind(...)`). Read from the source, not
+# imported, so that the registry imports only the modules that register something.
+_MARKER = re.compile(rb"^[A-Z_]+ = register_(?:dataset|kind)\(", re.MULTILINE)
 
 
 def register_dataset(record: Dataset) -> Dataset:
@@ -156,6 +181,15 @@ def register_dataset(record: Dataset) -> Dataset:
     return record
 
 
+def register_kind(name: str, kind: Any) -> str:
+    """Adds a kind of source a params.yaml may declare a dataset of (`download.<name>: {kind: NAME,
+    ...}`): `kind.declared(name, raw_prepare) -> Dataset` gives the declared dataset's record."""
+    if name in _KINDS and _KINDS[name] is not kind:
+        raise ValueError(f"dataset kind {name!r} is registered twice")
+    _KINDS[name] = kind
+    return name
+
+
 def forget_declared() -> None:
     """Drops the folders a params.yaml declared: the next params parsed declare their own."""
     for name in [n for n, record in _REGISTRY.items() if record.declared]:
@@ -164,22 +198,64 @@ def forget_declared() -> None:
 
 def _load_builtins() -> None:
     global _loaded
-    if not _loaded:
-        _loaded = True
-        # A new kind of source is one module imported here (and named in BUILTIN_ORDER); a new
-        # folder of images is one params.yaml entry (no module).
-        from pipeline.data import crack, mnist  # noqa: F401
+    if _loaded:
+        return
+    _loaded = True
+    import pipeline.data
+
+    for info in sorted(pkgutil.iter_modules(pipeline.data.__path__), key=lambda m: m.name):
+        path = Path(info.module_finder.path) / f"{info.name}.py"
+        if not info.ispkg and path.is_file() and _MARKER.search(path.read_bytes()):
+            importlib.import_module(f"pipeline.data.{info.name}")
+    _BUILTIN.update(_REGISTRY)
+
+
+def load_plugins(modules: Any) -> None:
+    """Imports the modules params.yaml lists under `plugins` (each registers its datasets or kinds
+    at import, as a built-in does); a module already imported is not imported again."""
+    if modules is None:
+        return
+    if not isinstance(modules, list) or not all(isinstance(m, str) and m for m in modules):
+        raise ConfigError(f"plugins: got {modules!r}, expected a list of module names, e.g. [my_datasets.digits]")
+    _load_builtins()
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"plugins: cannot import {module!r} ({e}); install its package (pip install -e "
+                              "<its folder>) or put its folder on PYTHONPATH") from None
+
+
+def declare_from_params(raw: dict[str, Any]) -> None:
+    """Registers each dataset declared under download (`<name>: {kind: imagefolder, ...}`), so that
+    every later lookup of its name (a stage, the report) finds its record."""
+    forget_declared()
+    download = raw.get("download") or {}
+    if not isinstance(download, dict):
+        return  # the generic parser names the problem
+    builtins = builtin_names()
+    for name, entry in download.items():
+        if isinstance(entry, dict) and "kind" in entry:
+            kind = _KINDS.get(entry["kind"])
+            if kind is None:
+                raise ConfigError(f"download.{name}.kind: got {entry['kind']!r}, expected "
+                                  f"{' or '.join(_KINDS) or 'a registered kind'}")
+            if name in builtins:
+                raise ConfigError(f"download.{name}.kind: {name} is a built-in dataset; declare your folder "
+                                  "under another name")
+            register_dataset(kind.declared(name, (raw.get("prepare") or {}).get(name)))
 
 
 def registered() -> dict[str, Dataset]:
-    """name -> record: the built-in datasets, then those declared by the params parsed last."""
+    """name -> record, by each record's `order` (the built-ins'), then in the order registered
+    (plug-ins, then the folders declared by the params parsed last)."""
     _load_builtins()
-    rank = {name: k for k, name in enumerate(BUILTIN_ORDER)}
-    return dict(sorted(_REGISTRY.items(), key=lambda item: rank.get(item[0], len(rank))))
+    return dict(sorted(_REGISTRY.items(), key=lambda item: item[1].order))
 
 
 def builtin_names() -> list[str]:
-    return [name for name, record in registered().items() if not record.declared]
+    """The datasets of pipeline/data's own modules, by order."""
+    return [name for name in registered() if name in _BUILTIN]
 
 
 def get_dataset(name: str) -> Dataset:
@@ -187,6 +263,6 @@ def get_dataset(name: str) -> Dataset:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(_REGISTRY)} (a folder of images "
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(registered())} (a folder of images "
                          f"is declared in params.yaml as download.{name}: {{kind: imagefolder, source: "
                          "<folder>}})") from None

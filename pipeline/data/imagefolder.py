@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from pipeline.data import folder_source
-from pipeline.data.datasets import Dataset
+from pipeline.data.datasets import Dataset, register_kind
 from pipeline.data.split import check_classes, stratified_split, stratified_subset
 from pipeline.errors import MAX_SIDE, DataError, check, check_seed
 
@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from pipeline.config import Params
 
 log = logging.getLogger(__name__)
-KIND = "imagefolder"
+# Found by the dataset registry through this line, as a dataset module is through its record.
+KIND = register_kind("imagefolder", sys.modules[__name__])
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class ImageFolderDownloadConfig:
     # kaggle client (credentials from KAGGLE_USERNAME and KAGGLE_KEY or ~/.kaggle/kaggle.json).
     # The environment variable PIPELINE_<NAME>_SOURCE (e.g. PIPELINE_CRACK_SOURCE) wins.
     source: str | None = None
+    # null: the dataset module's own Kaggle id (crack's: pipeline/data/crack.py), if it has one.
     kaggle_dataset: str | None = None
 
 
@@ -83,8 +85,18 @@ def declared(name: str, raw_prepare: Any) -> Dataset:
                    declared=True)
 
 
+def source_env_of(name: str) -> str:
+    """The environment variable that wins over download.<name>.source."""
+    return f"PIPELINE_{name.upper()}_SOURCE"
+
+
 def source_env(record: Dataset) -> str:
-    return f"PIPELINE_{record.name.upper()}_SOURCE"
+    return source_env_of(record.name)
+
+
+def kaggle_dataset(record: Dataset, params: Params) -> str | None:
+    """download.<name>.kaggle_dataset, else the dataset module's own Kaggle id."""
+    return params.download.get(record.name).kaggle_dataset or record.options.get("kaggle_dataset")
 
 
 def source(record: Dataset, params: Params) -> str | None:
@@ -92,7 +104,7 @@ def source(record: Dataset, params: Params) -> str | None:
 
 
 def kaggle_source(record: Dataset, params: Params) -> str:
-    return f"Kaggle dataset {params.download.get(record.name).kaggle_dataset}"
+    return f"Kaggle dataset {kaggle_dataset(record, params)}"
 
 
 def _folders(record: Dataset) -> tuple[str, ...] | None:
@@ -130,10 +142,10 @@ def decode(record: Dataset, data: bytes, params: Params) -> np.ndarray:
 
 def download(record: Dataset, params: Params, target: Path) -> str:
     where = source(record, params)
-    kaggle_dataset = params.download.get(record.name).kaggle_dataset
-    log.info("fetching %s images from %s", record.name, where or f"Kaggle dataset {kaggle_dataset}")
+    kaggle_id = kaggle_dataset(record, params)
+    log.info("fetching %s images from %s", record.name, where or f"Kaggle dataset {kaggle_id}")
     try:
-        counts = folder_source.fetch(target, where, kaggle_dataset, _folders(record),
+        counts = folder_source.fetch(target, where, kaggle_id, _folders(record),
                                      f"download.{record.name}.source", source_env(record))
     except DataError as e:
         hint = record.options.get("without")
