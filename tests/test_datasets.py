@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,3 +146,122 @@ def test_the_committed_dvc_yaml_is_what_pipeline_stages_writes():
 
     params = parse_params(real_params_dict())
     assert (REPO / "dvc.yaml").read_text() == stages.render(params)
+
+
+# A dataset kind of a user's own, as its one file: digits stored as one .npz (x: uint8 [N, 28, 28],
+# y: labels), copied by download and split by prepare. Nothing of it is in pipeline/.
+NPZ_PLUGIN = '''"""Digits from one .npz file: a dataset kind outside the pipeline package."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data.datasets import Dataset, register_dataset
+from pipeline.data.split import stratified_split
+from pipeline.errors import DataError, check_seed
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    source: str  # the .npz file
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
+
+
+def download(record, params, target):
+    source = Path(params.download.get(record.name).source)
+    if not source.is_file():
+        raise DataError(f"{source}: not found; set download.{record.name}.source")
+    shutil.copyfile(source, Path(target) / "digits.npz")
+    return "1 file"
+
+
+def prepare(record, params, raw):
+    import torch
+
+    seed = params.prepare.get(record.name).seed
+    with np.load(Path(raw) / "digits.npz") as f:
+        x, y = f["x"], f["y"].astype(np.int64)
+    rest, test = stratified_split(y, 0.2, seed)
+    fit, val = stratified_split(y[rest], 0.25, seed)
+    version = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:12]
+    parts = {"train": rest[fit], "val": rest[val], "test": test}
+    splits = {f"{part}_{k}": torch.from_numpy(np.ascontiguousarray(a[index]))
+              for part, index in parts.items() for k, a in (("x", x), ("y", y))}
+    return {**splits, "data_version": version}, {"data_version": version,
+                                                 "splits": {p: len(i) for p, i in parts.items()}}
+
+
+def image_side(record, params):
+    return 28
+
+
+def decode(record, data, params):
+    from pipeline.data.images import decode_image
+
+    return decode_image(data, 28)
+
+
+DATASET = register_dataset(Dataset(
+    "npzdigits", sys.modules[__name__], {"download": DownloadConfig, "prepare": PrepareConfig},
+    fixed_class_names=tuple(str(d) for d in range(10)), fixed_binary=False,
+    fixed_normalisation=(0.1307, 0.3081)))
+'''
+
+
+def test_a_dataset_kind_is_one_file_plus_its_params_lines(tmp_path, shared_mnist, empty_store):
+    """A user's package holds one module registering a new kind (digits in a .npz, 600 real MNIST
+    test digits); params.yaml lists it under `plugins` and gives its sections: the real
+    download, prepare and train stages, each its own process, run on it."""
+    from pipeline.data.mnist import read_idx
+
+    package = tmp_path / "site" / "my_datasets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "npz_digits.py").write_text(NPZ_PLUGIN)
+    x = read_idx(shared_mnist / "t10k-images-idx3-ubyte.gz")[:600]
+    y = read_idx(shared_mnist / "t10k-labels-idx1-ubyte.gz")[:600]
+    np.savez(tmp_path / "digits.npz", x=x, y=y)
+
+    root = tmp_path / "repo"
+    new_store(empty_store, root)
+    raw = shrunk_params_dict(models=["logreg"], crack_models=[])
+    raw["plugins"] = ["my_datasets.npz_digits"]
+    raw["datasets"] = ["npzdigits"]
+    raw["download"]["npzdigits"] = {"source": str(tmp_path / "digits.npz")}
+    raw["prepare"]["npzdigits"] = {"seed": 3}
+    raw["train"]["npzdigits"] = {"logreg": raw["train"]["mnist"]["logreg"]}
+    (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path / "site")]),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    for var in ("PIPELINE_GROUP", "PIPELINE_WARM"):  # a stage of its own, started here
+        env.pop(var, None)
+    for stage in (["download", "--dataset", "npzdigits"], ["prepare", "--dataset", "npzdigits"],
+                  ["train", "--dataset", "npzdigits", "--model", "logreg"]):
+        _sh([sys.executable, "-m", "pipeline", *stage], root, env)
+
+    assert (root / "data" / "npzdigits" / "raw" / "digits.npz").read_bytes() == (tmp_path / "digits.npz").read_bytes()
+    report = json.loads((root / "data" / "npzdigits" / "prepare_report.json").read_text())
+    assert report["splits"] == {"train": 360, "val": 120, "test": 120}
+    assert list((root / "models" / "npzdigits" / "logreg").glob("seed*.pt"))
+    assert not (root / "data" / "mnist").exists()
+
+
+def test_a_plugin_that_cannot_be_imported_is_named():
+    raw = real_params_dict()
+    raw["plugins"] = ["no_such_package.digits"]
+    msg = _error(raw)
+    assert msg.startswith("params.yaml: plugins: cannot import 'no_such_package.digits'") and "PYTHONPATH" in msg
+    raw["plugins"] = "my_datasets.digits"
+    assert "expected a list of module names" in _error(raw)
