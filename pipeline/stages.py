@@ -32,8 +32,9 @@ DVC_FILE = Path("dvc.yaml")
 HEADER = ("# Written by `pipeline stages` from params.yaml (`datasets` and `train`): edit params.yaml and\n"
           "# run it, never this file. What each stage does: pipeline/stages.py and pipeline/<stage>.py.\n")
 
-DATA_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data"]
-MODEL_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data", "pipeline/engine", "pipeline/models"]
+# pipeline/data whole: the dataset registry imports the modules it finds there, not named in any import.
+DATA_DEPS = ["pipeline/artifacts.py", "pipeline/errors.py", "pipeline/config", "pipeline/data"]
+MODEL_DEPS = [*DATA_DEPS, "pipeline/engine", "pipeline/models"]
 
 
 def dataset_stages(params: Params) -> dict[str, Any]:
