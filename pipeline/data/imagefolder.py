@@ -7,8 +7,8 @@ splits stratified train/val/test (lab-C: `test_fraction` held out first, then `v
 the whole), or keeps the user's own train/, val/ and test/ folders when the source has them.
 
 A folder is declared in params.yaml (`download.<name>: {kind: imagefolder, source: <folder>}`,
-registered by the config loader with `declared`); a module registers one with fixed facts and a
-Kaggle source (pipeline.data.crack).
+registered through `declared` each time params are parsed); a module registers one with fixed
+facts and a Kaggle source (pipeline.data.crack).
 """
 from __future__ import annotations
 
