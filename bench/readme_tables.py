@@ -1,5 +1,6 @@
-"""The README's "Results" tables, printed from a finished workspace's metrics/ (what `dvc repro`
-wrote): every number in those tables comes from here, so a README row can be checked against its run.
+"""The results tables (README, "Results", and docs/results.md), printed from a finished workspace's
+metrics/ (what `dvc repro` wrote): every number in those tables comes from here, so a row can be
+checked against its run.
 
     # in the workspace of a finished `dvc repro` (CI's: the fresh clone's folder)
     python bench/readme_tables.py            # MNIST, crack and other-source tables, as Markdown
