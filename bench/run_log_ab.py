@@ -1,10 +1,11 @@
-"""The train stage's MLflow logging two ways, timed as `dvc repro` sees the stage: A, the MLflow
-child process (pipeline.tracking.run_log.RunLog, today's design), against B, MLflow in the stage's
-own process with its asynchronous logging (mlflow.config.enable_async_logging).
+"""The train stage's MLflow logging, timed as `dvc repro` sees the stage: A, the MLflow child
+process (pipeline.tracking.run_log.RunLog, today's design), against B, MLflow in the stage's own
+process with its asynchronous logging (mlflow.config.enable_async_logging), and C, in-process and
+synchronous (MLflow's default), which tells what asynchronous logging itself buys.
 
-    python bench/run_log_ab.py --repeats 8 --epochs 30
+    python bench/run_log_ab.py --repeats 8 --epochs 30 [--train-size 54000]
 
-Each repeat starts one plain process per design, A then B (interleaved: other work on the machine
+Each repeat starts one plain process per design, A, B, C (interleaved: other work on the machine
 slows both alike, so the ratio holds where the absolute times drift), into one real sqlite store
 in a temporary folder (created and migrated before the first timed run, as `dvc repro`'s earlier
 stages leave it). No warm-start fork server: PIPELINE_WARM is removed from the environment.
@@ -12,10 +13,11 @@ stages leave it). No warm-start fork server: PIPELINE_WARM is removed from the e
 The measured process does what `pipeline train --dataset mnist --model logreg` does, in its order:
 A starts the child first, then imports torch; loads a prepared MNIST file (written once from
 ../shared/data/mnist); builds a logistic regression and its Adam optimizer while the run opens
-(A: send_start / started, as pipeline.train._open_run; B: pipeline.tracking.runs.start_training_run
-in-process, so both log the same params, tags and dataset input); trains EPOCHS real epochs
-(54,000 images, batch 128), logging train's five metrics per epoch; logs the summary metrics,
-flushes, ends the run FINISHED and exits through os._exit, as pipeline.cli.exit_now.
+(A: send_start / started, as pipeline.train._open_run; B, C: pipeline.tracking.runs.start_training_run
+in-process, so all log the same params, tags and dataset input); trains EPOCHS real epochs
+(54,000 images, batch 128; --train-size trains on fewer, the logging unchanged), logging train's
+five metrics per epoch; logs the summary metrics, flushes, ends the run FINISHED and exits through
+os._exit, as pipeline.cli.exit_now.
 
 Prints per design: wall time from the parent's launch to the process's exit, time from launch to
 the first training step, and seconds blocked in logging (opening the run; the epochs' log calls;
@@ -40,15 +42,16 @@ from bench.common import REPO, add_mnist_argument, spread  # noqa: E402
 
 DATASET = "mnist"
 MODEL = "logreg"
-DESIGNS = {"A": "MLflow child process (RunLog)", "B": "in-process, enable_async_logging"}
+DESIGNS = {"A": "MLflow child process (RunLog)", "B": "in-process, enable_async_logging",
+           "C": "in-process, synchronous"}
 
 
 # ---------------------------------------------------------------------------- the measured stage
 
 
-def stage(design: str, launched: float, epochs: int, result_file: Path) -> None:
+def stage(design: str, launched: float, epochs: int, train_size: int, result_file: Path) -> None:
     """One train-like stage process; writes its timings as JSON to `result_file`."""
-    blocked = {"open": 0.0, "epochs": 0.0, "finish": 0.0}
+    blocked = {"open": 0.0, "epochs": 0.0, "flush": 0.0, "end": 0.0}
     if design == "A":
         from pipeline.tracking.run_log import RunLog
 
@@ -75,14 +78,14 @@ def stage(design: str, launched: float, epochs: int, result_file: Path) -> None:
 
         from pipeline.tracking import runs
 
-        mlflow.config.enable_async_logging(True)
+        mlflow.config.enable_async_logging(design == "B")
         runs.start_training_run(DATASET, MODEL, params, tags)
         blocked["open"] += time.perf_counter() - t
         optimizer = torch.optim.Adam(model.parameters(), lr=0.005)
         t = time.perf_counter()
     blocked["open"] += time.perf_counter() - t
 
-    x = data["train_x"].reshape(len(data["train_y"]), -1).float() / 255
+    x = data["train_x"][:train_size].reshape(-1, 28 * 28).float() / 255
     val_x = data["val_x"].reshape(len(data["val_y"]), -1).float() / 255
     generator = torch.Generator().manual_seed(12)
     first_step = None
@@ -119,13 +122,18 @@ def stage(design: str, launched: float, epochs: int, result_file: Path) -> None:
     if design == "A":
         run_log.log(summary, epochs)
         run_log.flush()
+    else:
+        runs.log_epoch(summary, epochs)
+        if design == "B":  # as run_log.flush(): a metric the store refused fails the stage here
+            mlflow.flush_async_logging()
+    blocked["flush"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if design == "A":
         run_log.end()
         run_log.close()
     else:
-        runs.log_epoch(summary, epochs)
-        mlflow.flush_async_logging()  # as run_log.flush(): a metric the store refused fails the stage here
-        runs.end_run()  # set_terminated shuts the async queue down once it is empty
-    blocked["finish"] = time.perf_counter() - t
+        runs.end_run()  # with async logging, set_terminated first drains and shuts down its queue
+    blocked["end"] = time.perf_counter() - t
     result_file.write_text(json.dumps({"first_step": first_step, **blocked}))
     sys.stdout.flush()
     sys.stderr.flush()
@@ -156,13 +164,14 @@ def write_prepared(mnist: Path, workspace: Path) -> None:
                 "val_y": labels[54000:], "test_x": test_x, "test_y": test_y, "data_version": "bench"}, out)
 
 
-def launch(design: str, workspace: Path, env: dict, epochs: int) -> dict:
+def launch(design: str, workspace: Path, env: dict, epochs: int, train_size: int) -> dict:
     result = workspace / f"result-{design}.json"
     result.unlink(missing_ok=True)
     launched = time.time()
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--stage", design,
-                           "--launched", repr(launched), "--epochs", str(epochs), "--result", str(result)],
+                           "--launched", repr(launched), "--epochs", str(epochs), "--train-size", str(train_size),
+                           "--result", str(result)],
                           cwd=workspace, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not result.exists():
@@ -173,14 +182,17 @@ def launch(design: str, workspace: Path, env: dict, epochs: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_mnist_argument(parser)
-    parser.add_argument("--repeats", type=int, default=8, help="timed runs of each design, interleaved A B A B")
+    parser.add_argument("--repeats", type=int, default=8, help="timed runs of each design, interleaved A B C A B C")
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--train-size", type=int, default=54000,
+                        help="images trained on per epoch (all 54,000: one logreg epoch); fewer where the "
+                             "machine is too busy for the full measurement to finish in minutes")
     parser.add_argument("--stage", choices=sorted(DESIGNS), help=argparse.SUPPRESS)
     parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        stage(args.stage, args.launched, args.epochs, args.result)
+        stage(args.stage, args.launched, args.epochs, args.train_size, args.result)
         return
 
     import mlflow
@@ -189,7 +201,8 @@ def main() -> None:
     from bench.machine import machine_info
 
     print(machine_info())
-    print(f"mlflow {mlflow.__version__}; {args.repeats} repeats of each design, {args.epochs} epochs each")
+    print(f"mlflow {mlflow.__version__}; {args.repeats} repeats of each design, {args.epochs} epochs of "
+          f"{args.train_size} images each")
     with tempfile.TemporaryDirectory(prefix="run-log-ab-") as tmp:
         workspace = Path(tmp)
         write_prepared(args.mnist, workspace)
@@ -200,25 +213,28 @@ def main() -> None:
         # The store made and migrated (seconds) before any timed run, and each design run once
         # untimed to warm the page cache.
         for design in DESIGNS:
-            launch(design, workspace, env, 1)
+            launch(design, workspace, env, 1, args.train_size)
         times: dict[str, list[dict]] = {d: [] for d in DESIGNS}
         for k in range(args.repeats):
             for design in DESIGNS:
-                times[design].append(launch(design, workspace, env, args.epochs))
+                times[design].append(launch(design, workspace, env, args.epochs, args.train_size))
                 r = times[design][-1]
                 print(f"{k + 1} {design}: wall {r['wall']:.2f} s, first step {r['first_step']:.2f} s, blocked "
-                      f"{r['open']:.3f} + {r['epochs']:.3f} + {r['finish']:.3f} s", flush=True)
+                      f"{r['open']:.3f} + {r['epochs']:.3f} + {r['flush']:.3f} + {r['end']:.3f} s", flush=True)
         print(check_store(uri, args.repeats, args.epochs))
     print(f"\nmin / median / max of {args.repeats} runs each, seconds (torch threads {torch.get_num_threads()})")
-    print("| | A: " + DESIGNS["A"] + " | B: " + DESIGNS["B"] + " |\n|---|---|---|")
+    print("| | " + " | ".join(f"{d}: {name}" for d, name in DESIGNS.items()) + " |")
+    print("|---" * (len(DESIGNS) + 1) + "|")
     for key, name in (("wall", "wall, launch to exit"), ("first_step", "launch to first training step"),
                       ("open", "blocked opening the run"), ("epochs", f"blocked in {args.epochs} epochs' logs"),
-                      ("finish", "blocked in flush, end, close"), ("blocked", "blocked in logging, all")):
-        cells = [spread([r["open"] + r["epochs"] + r["finish"] if key == "blocked" else r[key]
+                      ("flush", "blocked in the final flush"), ("end", "blocked ending the run (A: and the child)"),
+                      ("blocked", "blocked in logging, all")):
+        cells = [spread([sum(r[k] for k in ("open", "epochs", "flush", "end")) if key == "blocked" else r[key]
                          for r in times[d]], ".3f" if key != "wall" else ".2f") for d in DESIGNS]
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     medians = {d: statistics.median(r["wall"] for r in times[d]) for d in DESIGNS}
-    print(f"\nwall B / A (medians): {medians['B'] / medians['A']:.3f}; B - A: {medians['B'] - medians['A']:+.2f} s")
+    for d in ("B", "C"):
+        print(f"wall {d} / A (medians): {medians[d] / medians['A']:.3f}; {d} - A: {medians[d] - medians['A']:+.2f} s")
 
 
 def check_store(uri: str, repeats: int, epochs: int) -> str:
@@ -230,7 +246,8 @@ def check_store(uri: str, repeats: int, epochs: int) -> str:
     experiment = client.get_experiment_by_name(DATASET)
     timed = [r for r in client.search_runs([experiment.experiment_id], max_results=1000)
              if r.data.params.get("epochs") == str(epochs)]
-    assert len(timed) == 2 * repeats, f"{len(timed)} timed runs in the store, expected {2 * repeats}"
+    expected = len(DESIGNS) * repeats
+    assert len(timed) == expected, f"{len(timed)} timed runs in the store, expected {expected}"
     for run in timed:
         assert run.info.status == "FINISHED", (run.info.run_id, run.info.status)
         steps = {m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")}
