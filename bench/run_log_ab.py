@@ -235,6 +235,11 @@ def main() -> None:
     medians = {d: statistics.median(r["wall"] for r in times[d]) for d in DESIGNS}
     for d in ("B", "C"):
         print(f"wall {d} / A (medians): {medians[d] / medians['A']:.3f}; {d} - A: {medians[d] - medians['A']:+.2f} s")
+        # Paired by repeat: the three runs of a repeat shared the machine's load.
+        for key in ("wall", "first_step"):
+            diffs = [b[key] - a[key] for a, b in zip(times["A"], times[d])]
+            print(f"  {key} {d} - A within a repeat: median {statistics.median(diffs):+.2f} s, "
+                  f"{d} later in {sum(x > 0 for x in diffs)} of {len(diffs)}")
 
 
 def check_store(uri: str, repeats: int, epochs: int) -> str:
