@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import signals
+from pipeline.engine import signals
 from pipeline.warm import client as warm_client
 from pipeline.warm import template as warm_template
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = get_args_parser().parse_args(argv)
     start = time.perf_counter()
-    received: list[int] = []  # the signal that stopped the stage (pipeline/signals.py)
+    received: list[int] = []  # the signal that stopped the stage (pipeline/engine/signals.py)
     with signals.stopping(received):
         try:
             code = run(args)

@@ -18,11 +18,11 @@ import time
 
 import torch
 
-from pipeline import artifacts, signals
+from pipeline import artifacts
 from pipeline.artifacts import atomic_path, load_prepared
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
-from pipeline.engine import distributed, resume, runtime
+from pipeline.engine import distributed, resume, runtime, signals
 from pipeline.engine.cost import learner_flops
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner

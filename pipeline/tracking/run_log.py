@@ -138,7 +138,7 @@ class RunLog:
         except BaseException:
             # A signal's exception cut the write short (a full pipe): the half line is ended, so
             # that the child skips it and reads the next request (the run's end) whole. Later
-            # signals are ignored by then (pipeline/signals.py), so this write is not cut.
+            # signals are ignored by then (pipeline/engine/signals.py), so this write is not cut.
             with contextlib.suppress(OSError, ValueError):
                 self.process.stdin.write("\n")
             raise
