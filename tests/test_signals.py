@@ -80,7 +80,7 @@ def test_a_signal_ends_the_stage_with_one_line_its_run_ended_and_the_resume_file
     assert not (ws / artifacts.checkpoint_file("mnist", MODEL, SEED)).exists()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_the_mlflow_child_outlives_a_signal_and_ends_the_run_as_the_stage_says(workspace, mlflow_uri, signum):
     # What a signal to the process group does to the child while the stage goes on to end its run.
     with RunLog("mnist") as run_log:
@@ -94,7 +94,8 @@ def test_the_mlflow_child_outlives_a_signal_and_ends_the_run_as_the_stage_says(w
     assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1]
 
 
-@pytest.mark.parametrize("signum, status", [(signal.SIGINT, "FAILED"), (signal.SIGTERM, "KILLED")])
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, "FAILED"), (signal.SIGTERM, "KILLED")],
+                         ids=["SIGINT", "SIGTERM"])
 def test_a_run_the_stage_left_open_is_ended_by_the_child_after_a_signal(workspace, mlflow_uri, signum, status):
     # The stage was gone before it could end its run (killed while the signal reached the group):
     # the child ends it on its own once its stdin closes, FAILED for Ctrl-C as the stage would.
