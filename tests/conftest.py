@@ -267,8 +267,10 @@ def signal_once(command: list[str], appears: Path, signum: int, group: bool = Tr
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
     reader.start()
     try:
+        deadline = time.monotonic() + 600  # a hung start fails, however slow the machine
         while not appears.exists():
             assert proc.poll() is None, f"ended ({proc.returncode}) before {appears} appeared:\n{''.join(err)}"
+            assert time.monotonic() < deadline, f"no {appears} after 600 s:\n{''.join(err)}"
             time.sleep(0.01)
         assert proc.poll() is None, f"{command} ended before the signal: make it longer"
         if group:
@@ -277,6 +279,11 @@ def signal_once(command: list[str], appears: Path, signum: int, group: bool = Tr
             proc.send_signal(signum)
         proc.wait(timeout=timeout_s)
         reader.join(timeout_s)
+        try:  # the stage waits for what it started (the MLflow child): nothing of the group is left
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"a process of {command}'s group outlived it")
+        except ProcessLookupError:
+            pass
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
