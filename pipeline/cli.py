@@ -22,10 +22,10 @@ import os
 import resource
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
+from pipeline.engine import signals
 from pipeline.warm import client as warm_client
 from pipeline.warm import template as warm_template
 
@@ -177,9 +177,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         evaluate.main(params, args.dataset, args.model, run_log)
 
 
-INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
-
-
 def _check_schema(args: argparse.Namespace):
     """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: a forked
     child opens, and on a new store creates, mlflow.db faster than a bad value is found, which
@@ -247,59 +244,47 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = get_args_parser().parse_args(argv)
     start = time.perf_counter()
-    interrupted: list[bool] = []
-    previous = _on_ctrl_c(interrupted)
-    try:
-        code = run(args)
-    except KeyboardInterrupt:
-        return _interrupted(args)
-    except Exception as e:
-        if interrupted:  # a library turned the KeyboardInterrupt into an error of its own
-            return _interrupted(args)
-        if not isinstance(e, _user_errors()):
-            from pipeline.artifacts import disk_full
+    received: list[int] = []  # the signal that stopped the stage (pipeline/engine/signals.py)
+    with signals.stopping(received):
+        try:
+            code = run(args)
+        except KeyboardInterrupt as e:  # Terminated (SIGTERM) too
+            return _interrupted(args, received, e)
+        except Exception as e:
+            if received:  # a library turned the KeyboardInterrupt into an error of its own
+                return _interrupted(args, received, e)
+            if not isinstance(e, _user_errors()):
+                from pipeline.artifacts import disk_full
 
-            if not disk_full(e):
-                raise
-            # A write outside the pipeline's own atomic files (the tracking store, a library's cache).
-            where = getattr(e, "filename", None) or "a file"
-            e = f"{where}: the disk is full ({str(e).splitlines()[0][:200]}). Free some space and run it again"
-        print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+                if not disk_full(e):
+                    raise
+                # A write outside the pipeline's own atomic files (the tracking store, a library's cache).
+                where = getattr(e, "filename", None) or "a file"
+                e = f"{where}: the disk is full ({str(e).splitlines()[0][:200]}). Free some space and run it again"
+            print(f"pipeline {args.stage}: error: {e}", file=sys.stderr)
+            return 2
     _log_usage(args, time.perf_counter() - start)
     return code or 0
 
 
-def _on_ctrl_c(interrupted: list[bool]):
-    """The first Ctrl-C raises KeyboardInterrupt and is noted; later ones are ignored, so that
-    the way out (the MLflow run ended FAILED, temp files removed) is not cut short and ends in a
-    traceback. Returns the handler it replaced (None off the main thread, where none can be set)."""
-    def handler(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        interrupted.append(True)
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, handler)
-
-
-def _interrupted(args: argparse.Namespace) -> int:
+def _interrupted(args: argparse.Namespace, received: list[int], error: BaseException) -> int:
+    """One line saying what the signal left behind; 130 for Ctrl-C, 143 for SIGTERM."""
+    signum = received[0] if received else (signal.SIGTERM if isinstance(error, signals.Terminated)
+                                           else signal.SIGINT)
     train = sys.modules.get("pipeline.train")
-    failed = getattr(train, "FAILED_RUNS", [])
-    if args.stage == "train" and failed:
-        what = (f"the seed in training wrote no checkpoint and its MLflow run {failed[-1]} is marked FAILED; "
+    stopped = getattr(train, "STOPPED_RUNS", [])  # (run id, status) of each run it ended on the way out
+    if args.stage == "train" and stopped:
+        run_id, status = stopped[-1]
+        what = (f"the seed in training wrote no checkpoint and its MLflow run {run_id} is marked {status}; "
                 "run the stage again to go on from its last finished epoch")
     elif args.stage == "train":
         what = ("no MLflow run was open (every finished seed kept its checkpoint and FINISHED run); run the "
                 "stage again to train the seeds left")
     else:
         what = "no output was written (each is written whole or not at all); run it again"
-    print(f"pipeline {args.stage}: interrupted: {what}", file=sys.stderr)
-    return INTERRUPTED
+    how = "terminated" if signum == signal.SIGTERM else "interrupted"
+    print(f"pipeline {args.stage}: {how}: {what}", file=sys.stderr)
+    return signals.EXIT_CODES[signum]
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -22,7 +22,7 @@ from pipeline import artifacts
 from pipeline.artifacts import atomic_path, load_prepared
 from pipeline.config import Params, TrainConfig
 from pipeline.data.split import stratified_subset
-from pipeline.engine import distributed, resume, runtime
+from pipeline.engine import distributed, resume, runtime, signals
 from pipeline.engine.cost import learner_flops
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner
@@ -134,10 +134,11 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
         if world.is_main:
             _write_outputs(run_log, dataset, model_name, seed, checkpoint, history)
         resume_file.remove()  # only now: a run killed before its outputs were written resumes
-    except BaseException:
+    except BaseException as e:
         if run_log:
-            _end_failed(run_log)
-            FAILED_RUNS.append(run_id)  # what an interrupt's message may name as FAILED
+            status = signals.run_status(e)  # KILLED for SIGTERM, FAILED for Ctrl-C or an error
+            _end_run(run_log, status)
+            STOPPED_RUNS.append((run_id, status))  # what an interrupt's message may name
         raise
     if run_log:
         run_log.end()
@@ -146,9 +147,9 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     return checkpoint
 
 
-# The MLflow runs this process ended FAILED on the way out of an error or Ctrl-C (pipeline.cli's
-# message names them; a Ctrl-C between seeds, after a run FINISHED, failed none).
-FAILED_RUNS: list[str] = []
+# The MLflow runs this process ended on the way out of an error or a signal, with their status
+# (pipeline.cli's message names them; a Ctrl-C between seeds, after a run FINISHED, ended none).
+STOPPED_RUNS: list[tuple[str, str]] = []
 
 
 def _open_run(run_log: RunLog, learner, model_name: str, run_params: dict, tags: dict, progress: dict,
@@ -172,12 +173,12 @@ def _log_row(run_log: RunLog, row: dict) -> None:
     run_log.log({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
 
 
-def _end_failed(run_log: RunLog) -> None:
-    """Marks the run FAILED on the way out of an error, which stays the one reported."""
+def _end_run(run_log: RunLog, status: str) -> None:
+    """Ends the run as `status` on the way out of an error or a signal, which stays the one reported."""
     try:
-        run_log.end("FAILED")
+        run_log.end(status)
     except TrackingError as e:
-        log.warning("the MLflow run could not be marked FAILED: %s", e)
+        log.warning("the MLflow run could not be marked %s: %s", status, e)
 
 
 def _write_outputs(run_log: RunLog | None, dataset: str, model_name: str, seed: int, checkpoint: dict,

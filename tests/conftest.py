@@ -5,20 +5,14 @@ import contextlib
 import copy
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 import yaml
 
-# The environment before this process imported torch, which sets variables of its own in it
-# (KMP_INIT_AT_FORK, TORCHINDUCTOR_CACHE_DIR): the warm-start templates start from it, as CI's
-# start from its shell, and serve the tests' processes, which inherit those variables.
-STARTING_ENV = dict(os.environ)
-
-from pipeline import artifacts, evaluate, register, train  # noqa: E402
-from pipeline.config import Params, merge_overrides, parse_params  # noqa: E402
-from pipeline.warm import client as warm_client  # noqa: E402
-from pipeline.warm import template as warm_template  # noqa: E402
+from pipeline import artifacts, evaluate, register, train
+from pipeline.config import Params, merge_overrides, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -109,22 +103,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     and the longest ones starting last would leave one worker alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def warm_templates(tmp_path_factory):
-    """The `pipeline` processes the tests start fork from warm-start templates (pipeline/warm/),
-    as CI's `dvc repro` does: CI's own where it set PIPELINE_WARM, else this worker's, which end
-    with it. tests/test_warm.py holds warm against cold."""
-    if os.environ.get(warm_client.ENV):
-        yield Path(os.environ[warm_client.ENV])
-        return
-    root = tmp_path_factory.mktemp("warm")
-    warm_template.start(root, parent=os.getpid(), wait=False, env=STARTING_ENV)  # stages start cold until they serve
-    os.environ[warm_client.ENV] = str(root)
-    yield root
-    del os.environ[warm_client.ENV]
-    warm_template.stop(root)
 
 
 @pytest.fixture(scope="session")
@@ -280,18 +258,53 @@ def served_champion(registered_store: tuple[Path, Params], dataset: str, bounded
 
 def ctrl_c_once(command: list[str], appears: Path, timeout_s: float = 120, **popen) -> tuple[int, str]:
     """Starts `command` in its own process group, presses Ctrl-C (SIGINT to the whole group) once
-    `appears` exists (or the process ended), and returns (exit code, stderr)."""
-    import signal
+    `appears` exists, and returns (exit code, stderr)."""
+    return signal_once(command, appears, signal.SIGINT, timeout_s=timeout_s, **popen)
+
+
+def signal_once(command: list[str], appears: Path, signum: int, group: bool = True, sigint_ignored: bool = False,
+                timeout_s: float = 120, **popen) -> tuple[int, str]:
+    """Starts `command` in its own process group and sends it `signum` once `appears` exists: to
+    the whole group (as a terminal's Ctrl-C or a shell stopping a job does) or, `group` False, to
+    the process alone. `sigint_ignored`: the process starts with SIGINT ignored, as a script's
+    background job (`cmd &` in a non-interactive shell) or `nohup` leaves it. Returns (exit code
+    as a shell reads it, stderr). The command must still be running then: a test makes it long
+    (many epochs) beside the event it waits for, and fails if it ended first."""
     import subprocess
+    import threading
     import time
 
+    def start() -> None:
+        if sigint_ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **popen)
+                            start_new_session=True, preexec_fn=start if sigint_ignored else None, **popen)
+    # stderr is read all along, so that a chatty process never blocks on a full pipe.
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
-        while not appears.exists() and proc.poll() is None:
+        deadline = time.monotonic() + 600  # a hung start fails, however slow the machine
+        while not appears.exists():
+            assert proc.poll() is None, f"ended ({proc.returncode}) before {appears} appeared:\n{''.join(err)}"
+            assert time.monotonic() < deadline, f"no {appears} after 600 s:\n{''.join(err)}"
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=timeout_s)
+        assert proc.poll() is None, f"{command} ended before the signal: make it longer"
+        if group:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        proc.wait(timeout=timeout_s)
+        reader.join(timeout_s)
+        try:  # the stage waits for what it started (the MLflow child): nothing of the group is left
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"a process of {command}'s group outlived it")
+        except ProcessLookupError:
+            pass
     finally:
-        proc.kill()
-    return proc.returncode, err
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    code = proc.returncode
+    return (128 - code if code < 0 else code), "".join(err)

@@ -25,6 +25,7 @@ marks the open run KILLED and exits, and the resumed stage reopens that run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,6 +45,8 @@ from pipeline.tracking.runs import (
 )
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
 from pipeline.warm.client import WarmProcess
+
+ANSWERED = ("start", "reopen", "flush", "end")  # the requests the child answers
 
 
 class RunLog:
@@ -124,21 +127,38 @@ class RunLog:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    unanswered = 0  # requests sent whose answer is not read yet
+
     def _send(self, message: dict) -> None:
         self.used = True
         try:
             self.process.stdin.write(json.dumps(message) + "\n")
         except BrokenPipeError:
             raise self._died() from None
+        except BaseException:
+            # A signal's exception cut the write short (a full pipe): the half line is ended, so
+            # that the child skips it and reads the next request (the run's end) whole. Later
+            # signals are ignored by then (pipeline/engine/signals.py), so this write is not cut.
+            with contextlib.suppress(OSError, ValueError):
+                self.process.stdin.write("\n")
+            raise
+        if message["op"] in ANSWERED:
+            self.unanswered += 1
 
     def _ask(self, message: dict) -> dict:
         self._send(message)
         return self._answer()
 
     def _answer(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise self._died()
+        """The answer to the latest request; answers a signal left unread (the stage's way out
+        asks to end the run while a start or flush was answered) are read past."""
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise self._died()
+            self.unanswered -= 1
+            if self.unanswered <= 0:
+                break
         answer = json.loads(line)
         if "error" in answer:
             raise TrackingError(answer["error"])
@@ -150,11 +170,13 @@ class RunLog:
                                       f"{code}; its traceback is above, in this stage's log")
 
 
-def serve(dataset: str, requests, answers, interrupted: list | None = None, evaluate: bool = False) -> None:
+def serve(dataset: str, requests, answers, signals: "_Signals | None" = None, evaluate: bool = False) -> None:
     """The child's loop: one MLflow call per request line, until the stage closes stdin.
 
-    `interrupted` non-empty at the end: Ctrl-C reached the stage, and a run it left open is FAILED.
-    `evaluate`: models will be logged; what that imports is imported before the first request."""
+    `signals`: those that reached this child; with a Ctrl-C among them, a run the stage left open
+    is FAILED (KILLED otherwise). `evaluate`: models will be logged; what that imports is imported
+    before the first request."""
+    signals = signals or _Signals()
     mlflow, unusable, failure = None, None, None  # failure: a failed log, told at the next request
     try:
         check_store()
@@ -168,7 +190,12 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None, eval
     except Exception as e:  # an unreadable store, a broken mlflow install alike
         unusable = describe_failure(f"cannot open the experiment {dataset}", e)
     for line in requests:
-        request = json.loads(line)
+        signals.asked = True
+        try:
+            request = json.loads(line)
+        except ValueError:  # a line the stage's signal cut short: its end, if any, comes next
+            print(f"pipeline.tracking.run_log: skipped a request cut short: {line[:80]!r}", file=sys.stderr)
+            continue
         if request["op"] in ("log", "evaluation", "files"):
             if mlflow is not None and failure is None:
                 failure = _store(request)
@@ -182,7 +209,7 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None, eval
     if mlflow is not None and mlflow.active_run() is not None:
         # The stage went without ending its run: it was killed, or interrupted before its run was
         # in its hands (Ctrl-C while the start was answered). Nobody is left to tell of a failure.
-        status = "FAILED" if interrupted else "KILLED"
+        status = "FAILED" if signal.SIGINT in signals.received else "KILLED"
         try:
             mlflow.end_run(status)
         except Exception as e:
@@ -225,16 +252,34 @@ def _answer(dataset: str, request: dict, failure: str | None) -> dict:
     return {"error": failure} if failure else {}
 
 
+class _Signals:
+    """The child's SIGINT and SIGTERM handler. Both reach it with the stage when sent to the whole
+    process group (Ctrl-C, a job stopped by its shell): the stage then ends its run through this
+    child, which must outlive them, so they are only noted, for a run the stage could not end.
+    Before the first request no run is open, and the child ends at once, as it did by default
+    (RunLog.close() stops a child never asked anything)."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.asked = False
+
+    def __call__(self, signum, frame) -> None:
+        if not self.asked:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.received.append(signum)
+
+
 def main() -> None:
-    # Ctrl-C reaches the whole process group: the stage, which then ends its run as FAILED
-    # through this child, which must still be there to do it. Noted, in case the stage cannot.
-    interrupted: list[bool] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(True))
+    # Set whatever the start-up left (a SIGINT inherited ignored stays ignored in Python).
+    signals = _Signals()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signals)
     # Answers go through the original stdout; anything printed (MLflow's "View run ..." lines)
     # goes to stderr, the stage's log.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    serve(sys.argv[1], sys.stdin, answers, interrupted, evaluate=sys.argv[2:] == ["evaluate"])
+    serve(sys.argv[1], sys.stdin, answers, signals, evaluate=sys.argv[2:] == ["evaluate"])
     # Every run is stored (each MLflow call commits): skip the interpreter's teardown of
     # mlflow's modules, 0.75 s the stage would wait for.
     for stream in (answers, sys.stdout, sys.stderr):
