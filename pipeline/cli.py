@@ -11,7 +11,6 @@
     pipeline models [--json]
     pipeline stages [--check]  # dvc.yaml's stages from params.yaml `datasets` and models
     pipeline profile full      # merge profiles/full.yaml into params.yaml
-    pipeline warm start .warm  # stages fork from processes that have imported torch (pipeline/warm/)
 """
 from __future__ import annotations
 
@@ -25,9 +24,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-from pipeline.warm import client as warm_client
-from pipeline.warm import template as warm_template
 
 DATASET_HELP = "a name of params.yaml `datasets` (default: its first)"
 
@@ -69,13 +65,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if dvc.yaml is not what would be written")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
     p.add_argument("name", help="e.g. full or source")
-    p = sub.add_parser("warm", help="start (or stop) the warm-start templates: stages fork from a process "
-                                    "that has imported torch (pipeline/warm/); then export PIPELINE_WARM=DIR")
-    p.add_argument("action", choices=["start", "stop"])
-    p.add_argument("dir", type=Path, help="a folder for their sockets, e.g. .warm")
-    p.add_argument("--parent", type=int, help="they end with this process (a pid; CI's shell, say)")
-    p.add_argument("--idle-minutes", type=float, default=warm_template.IDLE_S / 60,
-                   help=f"they end after this long without a stage to start (default: {warm_template.IDLE_S // 60})")
     return parser
 
 
@@ -85,17 +74,6 @@ def run(args: argparse.Namespace) -> int | None:
         from pipeline.models.listing import print_models
 
         print_models(as_json=args.json)
-        return
-    if args.stage == "warm":
-        if args.action == "start":
-            try:
-                warm_template.start(args.dir.resolve(), args.parent, args.idle_minutes * 60)
-            except (ValueError, RuntimeError) as e:  # a folder whose path is too long; templates that failed
-                from pipeline.config import ConfigError
-
-                raise ConfigError(str(e)) from None
-        else:
-            warm_template.stop(args.dir.resolve())
         return
     if args.stage == "profile":
         from pipeline.config.profiles import apply_profile
@@ -319,7 +297,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict", "serve", "stages", "warm"):
+    if args.stage in ("models", "profile", "predict", "serve", "stages"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
@@ -328,10 +306,8 @@ def _log_usage(args: argparse.Namespace, seconds: float) -> None:
 
 
 def entry() -> None:
-    """The `pipeline` command: a stage runs in a fork of a warm-start template where one serves
-    this process (PIPELINE_WARM, pipeline/warm/), else here."""
-    code = warm_client.run_stage(sys.argv[1:])
-    exit_now(main() if code is None else code)
+    """The `pipeline` command."""
+    exit_now(main())
 
 
 def exit_now(code: int) -> None:

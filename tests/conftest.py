@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-# The environment before this process imported torch, which sets variables of its own in it
-# (KMP_INIT_AT_FORK, TORCHINDUCTOR_CACHE_DIR): the warm-start templates start from it, as CI's
-# start from its shell, and serve the tests' processes, which inherit those variables.
-STARTING_ENV = dict(os.environ)
-
-from pipeline import artifacts, evaluate, register, train  # noqa: E402
-from pipeline.config import Params, merge_overrides, parse_params  # noqa: E402
-from pipeline.warm import client as warm_client  # noqa: E402
-from pipeline.warm import template as warm_template  # noqa: E402
+from pipeline import artifacts, evaluate, register, train
+from pipeline.config import Params, merge_overrides, parse_params
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
@@ -91,22 +84,6 @@ def pytest_collection_modifyitems(config, items) -> None:
     and the longest ones starting last would leave one worker alone."""
     slow = {item.path for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.path not in slow)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def warm_templates(tmp_path_factory):
-    """The `pipeline` processes the tests start fork from warm-start templates (pipeline/warm/),
-    as CI's `dvc repro` does: CI's own where it set PIPELINE_WARM, else this worker's, which end
-    with it. tests/test_warm.py holds warm against cold."""
-    if os.environ.get(warm_client.ENV):
-        yield Path(os.environ[warm_client.ENV])
-        return
-    root = tmp_path_factory.mktemp("warm")
-    warm_template.start(root, parent=os.getpid(), wait=False, env=STARTING_ENV)  # stages start cold until they serve
-    os.environ[warm_client.ENV] = str(root)
-    yield root
-    del os.environ[warm_client.ENV]
-    warm_template.stop(root)
 
 
 @pytest.fixture(scope="session")

@@ -43,21 +43,19 @@ from pipeline.tracking.runs import (
     start_training_run,
 )
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
-from pipeline.warm.client import WarmProcess
 
 
 class RunLog:
     """The child's handle in the stage; one per stage process, runs opened one after another.
-    `evaluate`: the child also readies itself to log models (serving.warm)."""
+    `evaluate`: the child also readies itself to log models (serving.preload)."""
 
     def __init__(self, dataset: str, evaluate: bool = False) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": python_path}
         args = [dataset, *(["evaluate"] if evaluate else [])]
-        # A fork of the mlflow template where one serves (pipeline/warm/), else a new interpreter.
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
-        self.process = WarmProcess.start("pipeline.tracking.run_log", args, env) or subprocess.Popen(
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.tracking.run_log", *args], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.used = False
@@ -162,7 +160,7 @@ def serve(dataset: str, requests, answers, interrupted: list | None = None, eval
         if evaluate:
             from pipeline.tracking import serving
 
-            serving.warm()
+            serving.preload()
     except TrackingError as e:
         unusable = str(e)
     except Exception as e:  # an unreadable store, a broken mlflow install alike
