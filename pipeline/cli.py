@@ -25,6 +25,16 @@ import threading
 import time
 from pathlib import Path
 
+from pipeline import download, stages
+from pipeline.config import ConfigError, load_params
+from pipeline.config.profiles import apply_profile
+from pipeline.data.datasets import get_dataset
+from pipeline.tracking.run_log import RunLog
+
+# Imported inside the functions below, and only there: what pulls in torch, the model zoo or
+# mlflow (the models, prepare, train, evaluate, report, register, predict, serve), which
+# `pipeline download` must not pay for (tests/test_stage_imports.py).
+
 DATASET_HELP = "a name of params.yaml `datasets` (default: its first)"
 
 
@@ -76,7 +86,6 @@ def run(args: argparse.Namespace) -> int | None:
         print_models(as_json=args.json)
         return
     if args.stage == "profile":
-        from pipeline.config.profiles import apply_profile
         from pipeline.models.checks import check_models
 
         apply_profile(args.name, args.params, validate=check_models)
@@ -88,13 +97,9 @@ def run(args: argparse.Namespace) -> int | None:
         return _evaluate(args)
     params = _load_params(args)
     if args.stage == "stages":
-        from pipeline import stages
-
         stages.main(params, check=args.check)
         return
     if args.stage == "download":
-        from pipeline import download
-
         download.main(params, args.dataset)
     elif args.stage == "prepare":
         from pipeline import prepare
@@ -122,8 +127,6 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _train(args: argparse.Namespace) -> int | None:
-    from pipeline.tracking.run_log import RunLog
-
     loaded = _check_schema(args)
     # The MLflow child first: it checks and opens the store (2 s of one core) while this process
     # imports torch (validating the params does), loads the data and builds the model. Under
@@ -131,6 +134,7 @@ def _train(args: argparse.Namespace) -> int | None:
     tracks = os.environ.get("RANK", "0") == "0"
     with RunLog(args.dataset) if tracks else contextlib.nullcontext() as run_log:
         params = _load_params(args, loaded)
+        spec = _model_spec(params, args)
         from pipeline import train
         from pipeline.engine import distributed
 
@@ -138,21 +142,20 @@ def _train(args: argparse.Namespace) -> int | None:
             if run_log:
                 run_log.close()  # torchrun's rank 0 starts its own
             return distributed.launch(params, args.params, args.dataset, args.model)
-        train.main(params, args.dataset, args.model, run_log)
+        train.main(params, args.dataset, spec, run_log)
     return None
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pipeline.tracking.run_log import RunLog
-
     loaded = _check_schema(args)
     # The MLflow child first, as for train: it opens the store and imports what logging a model
     # takes while this process imports torch and scores the test set.
     with RunLog(args.dataset, evaluate=True) as run_log:
         params = _load_params(args, loaded)
+        spec = _model_spec(params, args)
         from pipeline import evaluate
 
-        evaluate.main(params, args.dataset, args.model, run_log)
+        evaluate.main(params, args.dataset, spec, run_log)
 
 
 INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by Ctrl-C"
@@ -162,31 +165,44 @@ def _check_schema(args: argparse.Namespace):
     """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: a forked
     child opens, and on a new store creates, mlflow.db faster than a bad value is found, which
     left a store behind a stage that wrote nothing else. The models' checks, which import torch,
-    still run beside the child (_load_params)."""
-    from pipeline.config import load_params
-
+    still run beside the child (_model_spec)."""
     return load_params(args.params)
 
 
-def _load_params(args: argparse.Namespace, loaded=None):
-    """The typed params, every model's settings checked against its registry entry, before any
-    stage work: a typo in a model's settings fails the download as it fails the training."""
-    from pipeline.config import load_params
-    from pipeline.models import get_model_spec
-    from pipeline.models.checks import check_models
+# Stages that read no model's settings: they import no model either (STYLE.md, habit 9).
+MODEL_FREE = ("download", "prepare")
 
+
+def _load_params(args: argparse.Namespace, loaded=None):
+    """The typed params, before any stage work. Stages that read the whole zoo (the report, the
+    registration, ...) check every model's settings against its registry entry; train and evaluate
+    check their own model's (_model_spec); download and prepare none."""
     params = loaded or load_params(args.params)  # loaded: _check_schema's, read once
-    check_models(params, str(args.params))
-    if getattr(args, "model", None):
-        get_model_spec(args.model)  # a name no model has: the registry's list and the closest match
     _check_listed(params, args)
+    if args.stage not in (*MODEL_FREE, "train", "evaluate"):
+        from pipeline.models.checks import check_models
+
+        check_models(params, str(args.params))
+        if getattr(args, "model", None):  # predict's: a name no model has gets the registry's list
+            from pipeline.models import get_model_spec
+
+            get_model_spec(args.model)
     return params
+
+
+def _model_spec(params, args: argparse.Namespace):
+    """The stage's model, looked up in the registry once (an unknown name fails with the list and
+    the closest match) and its settings checked; the stage receives the spec."""
+    from pipeline.models import get_model_spec
+    from pipeline.models.checks import check_model
+
+    spec = get_model_spec(args.model)
+    check_model(params, args.dataset, spec, str(args.params))
+    return spec
 
 
 def _check_listed(params, args: argparse.Namespace) -> None:
     """A dataset's stages run only while params.yaml lists it (predict reads a registry instead)."""
-    from pipeline.data.datasets import get_dataset
-
     if hasattr(args, "dataset") and args.dataset is None and args.stage != "register":
         args.dataset = params.datasets[0]
     dataset = getattr(args, "dataset", None)
@@ -194,12 +210,8 @@ def _check_listed(params, args: argparse.Namespace) -> None:
         try:
             get_dataset(dataset)
         except ValueError as e:
-            from pipeline.config import ConfigError
-
             raise ConfigError(f"--dataset: {e}") from None
     if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
                           f"add {dataset} to it to run its stages")
 
@@ -215,8 +227,6 @@ def _check_stages(params) -> None:
     stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
     missing = [d for d in params.datasets if f"train_{d}" not in stages]
     if missing:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"{dvc_file} has no stages for {', '.join(missing)} of params.yaml `datasets`: run "
                           "`pipeline stages` (it writes dvc.yaml from params.yaml), then `dvc repro`")
 
