@@ -29,6 +29,7 @@ from pipeline import download, stages
 from pipeline.config import ConfigError, load_params
 from pipeline.config.profiles import apply_profile
 from pipeline.data.datasets import get_dataset
+from pipeline.speedups import exit_now
 from pipeline.tracking.run_log import RunLog
 
 # Imported inside the functions below, and only there: what pulls in torch, the model zoo or
@@ -318,19 +319,6 @@ def _log_usage(args: argparse.Namespace, seconds: float) -> None:
 def entry() -> None:
     """The `pipeline` command."""
     exit_now(main())
-
-
-def exit_now(code: int) -> None:
-    """Exits without the interpreter's teardown, once a stage is done.
-
-    Each output is written and closed by then (atomic renames; every MLflow call has
-    committed), and tearing down torch's, matplotlib's and mlflow's modules takes 0.55-1.0 s,
-    which every stage of a `dvc repro` would wait for.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ HEADER = ("# Written by `pipeline stages` from params.yaml (`datasets` and `trai
           "# run it, never this file. What each stage does: pipeline/stages.py and pipeline/<stage>.py.\n")
 
 DATA_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data"]
-MODEL_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data", "pipeline/engine", "pipeline/models"]
+MODEL_DEPS = ["pipeline/artifacts.py", "pipeline/config", "pipeline/data", "pipeline/engine", "pipeline/models",
+              "pipeline/speedups.py"]
 
 
 def dataset_stages(params: Params) -> dict[str, Any]:
