@@ -163,14 +163,14 @@ INTERRUPTED = 130  # 128 + SIGINT: what a shell (and DVC) reads as "stopped by C
 
 
 def _check_schema(args: argparse.Namespace):
-    """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: a forked
-    child opens, and on a new store creates, mlflow.db faster than a bad value is found, which
+    """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: the child
+    opens, and on a new store creates, mlflow.db faster than a bad value is found, which
     left a store behind a stage that wrote nothing else. The models' checks, which import torch,
     still run beside the child (_model_spec)."""
     return load_params(args.params)
 
 
-# Stages that read no model's settings: they import no model either (STYLE.md, habit 9).
+# Stages that read no model's settings, and so import no model (nor torch, for download).
 MODEL_FREE = ("download", "prepare")
 
 
