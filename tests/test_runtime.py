@@ -22,6 +22,8 @@ def test_cpu_determinism_is_on_without_importing_inductor():
 STEP_FAULTS = """
 import ctypes, resource, sys, torch
 from pipeline import speedups
+from pipeline.engine import runtime  # what a stage has imported when runtime.setup calls it: the heap
+# a bare interpreter starts from faults more pages in (3 steps' worth in some runs)
 if sys.argv[1] == "keep":
     speedups.keep_freed_memory()
 else:  # glibc's starting point, 128 KiB, held there: left alone, glibc moves it as buffers are
