@@ -18,8 +18,8 @@ which take bench/time_to_accuracy.py's recipe for that model.
 
 startup: fresh `python -c` processes timed from start to exit, in pairs: torch's
 use_deterministic_algorithms (which imports torch._inductor) against
-pipeline.engine.runtime.deterministic_algorithms, and the interpreter's exit with a stage's modules
-imported against pipeline.cli.exit_now's os._exit.
+pipeline.speedups.deterministic_algorithms, and the interpreter's exit with a stage's modules
+imported against pipeline.speedups.exit_now's os._exit.
 """
 from __future__ import annotations
 
@@ -92,11 +92,11 @@ def bench_mlflow(mirror: Path, models: list[str], recipes: list[str], repeats: i
 
 
 # Fresh processes, in pairs: a stage's start-up and exit as torch and Python would do them, and
-# as pipeline.engine.runtime and pipeline.cli do them.
+# as pipeline.speedups does them.
 STARTUP = {
     "deterministic algorithms": (
         "import torch; torch.use_deterministic_algorithms(True)",
-        "import torch; from pipeline import runtime; runtime.deterministic_algorithms()"),
+        "import torch; from pipeline import speedups; speedups.deterministic_algorithms()"),
     "exit, train stage imported": ("import pipeline.train", "import os, pipeline.train; os._exit(0)"),
     "exit, evaluate stage imported": ("import pipeline.evaluate", "import os, pipeline.evaluate; os._exit(0)"),
 }

@@ -1,4 +1,4 @@
-"""One stage's wall time under two commits of pipeline/, alternating, warm-started, on the outputs
+"""One stage's wall time under two commits of pipeline/, alternating, on the outputs
 of a whole `dvc repro`: what a change to a stage's start-up or bookkeeping saves, read on the
 same machine in the same minutes (this machine's speed drifts by more than such a change within
 an hour: BENCHMARKS.md, "The report stage, and the yardstick's drift").
@@ -8,8 +8,8 @@ an hour: BENCHMARKS.md, "The report stage, and the yardstick's drift").
 
 The workspace is a clone whose `.venv` has it installed editable (`.ci/run` makes one) and where
 `dvc repro` has run; its pipeline/ is swapped for each commit's (git archive of this repository)
-and put back at the end. Each round, for each commit: warm-start templates from that code, one
-run to warm the page cache, then two timed runs of `pipeline STAGE`. Prints every time and the
+and put back at the end. Each round, for each commit: one run to fill the page cache, then two
+timed runs of `pipeline STAGE`, each a new process as DVC starts it. Prints every time and the
 median per commit, and the ratio new / old.
 """
 from __future__ import annotations
@@ -39,30 +39,20 @@ def export(commit: str, dest: Path) -> Path:
 
 
 def timed_runs(workspace: Path, code: Path, stage: list[str], runs: int) -> list[float]:
-    """`runs` timed runs of the stage, forked from templates started from `code`."""
+    """`runs` timed runs of the stage with `code` as the workspace's pipeline/."""
     shutil.rmtree(workspace / "pipeline")
     shutil.copytree(code, workspace / "pipeline")
     env = {**os.environ, "PATH": f"{workspace / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
            "MLFLOW_TRACKING_URI": f"sqlite:///{workspace / 'mlflow.db'}", "PIPELINE_GROUP": "bench-stage-ab"}
-    with tempfile.TemporaryDirectory(prefix="warm-") as warm:
-        # From the workspace: `python -m` puts it first on the templates' path, so they are this code's.
-        subprocess.run(["pipeline", "warm", "start", warm, "--parent", str(os.getpid())], cwd=workspace, env=env,
-                       check=True, capture_output=True)
-        env["PIPELINE_WARM"] = warm
-        try:
-            while not all((Path(warm) / f"{kind}.json").exists() for kind in ("stage", "mlflow")):
-                time.sleep(0.2)
-            times = []
-            for k in range(runs + 1):
-                start = time.perf_counter()
-                proc = subprocess.run(["pipeline", *stage], cwd=workspace, env=env, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    sys.exit(f"`pipeline {' '.join(stage)}` failed:\n{proc.stderr[-3000:]}")
-                if k:  # the first warms the page cache
-                    times.append(time.perf_counter() - start)
-            return times
-        finally:
-            subprocess.run(["pipeline", "warm", "stop", warm], cwd=workspace, env=env, capture_output=True)
+    times = []
+    for k in range(runs + 1):
+        start = time.perf_counter()
+        proc = subprocess.run(["pipeline", *stage], cwd=workspace, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"`pipeline {' '.join(stage)}` failed:\n{proc.stderr[-3000:]}")
+        if k:  # the first fills the page cache
+            times.append(time.perf_counter() - start)
+    return times
 
 
 def main() -> None:

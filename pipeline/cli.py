@@ -11,7 +11,6 @@
     pipeline models [--json]
     pipeline stages [--check]  # dvc.yaml's stages from params.yaml `datasets` and models
     pipeline profile full      # merge profiles/full.yaml into params.yaml
-    pipeline warm start .warm  # stages fork from processes that have imported torch (pipeline/warm/)
 """
 from __future__ import annotations
 
@@ -25,9 +24,17 @@ import sys
 import time
 from pathlib import Path
 
+from pipeline import download, stages
+from pipeline.config import ConfigError, load_params
+from pipeline.config.profiles import apply_profile
+from pipeline.data.datasets import get_dataset
 from pipeline.engine import signals
-from pipeline.warm import client as warm_client
-from pipeline.warm import template as warm_template
+from pipeline.speedups import exit_now
+from pipeline.tracking.run_log import RunLog
+
+# Imported inside the functions below, and only there: what pulls in torch, the model zoo or
+# mlflow (the models, prepare, train, evaluate, report, register, predict, serve), which
+# `pipeline download` must not pay for (tests/test_stage_imports.py).
 
 DATASET_HELP = "a name of params.yaml `datasets` (default: its first)"
 
@@ -69,13 +76,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="fail if dvc.yaml is not what would be written")
     p = sub.add_parser("profile", help="merge profiles/<name>.yaml into the params file")
     p.add_argument("name", help="e.g. full or source")
-    p = sub.add_parser("warm", help="start (or stop) the warm-start templates: stages fork from a process "
-                                    "that has imported torch (pipeline/warm/); then export PIPELINE_WARM=DIR")
-    p.add_argument("action", choices=["start", "stop"])
-    p.add_argument("dir", type=Path, help="a folder for their sockets, e.g. .warm")
-    p.add_argument("--parent", type=int, help="they end with this process (a pid; CI's shell, say)")
-    p.add_argument("--idle-minutes", type=float, default=warm_template.IDLE_S / 60,
-                   help=f"they end after this long without a stage to start (default: {warm_template.IDLE_S // 60})")
     return parser
 
 
@@ -86,19 +86,7 @@ def run(args: argparse.Namespace) -> int | None:
 
         print_models(as_json=args.json)
         return
-    if args.stage == "warm":
-        if args.action == "start":
-            try:
-                warm_template.start(args.dir.resolve(), args.parent, args.idle_minutes * 60)
-            except (ValueError, RuntimeError) as e:  # a folder whose path is too long; templates that failed
-                from pipeline.config import ConfigError
-
-                raise ConfigError(str(e)) from None
-        else:
-            warm_template.stop(args.dir.resolve())
-        return
     if args.stage == "profile":
-        from pipeline.config.profiles import apply_profile
         from pipeline.models.checks import check_models
 
         apply_profile(args.name, args.params, validate=check_models)
@@ -110,13 +98,9 @@ def run(args: argparse.Namespace) -> int | None:
         return _evaluate(args)
     params = _load_params(args)
     if args.stage == "stages":
-        from pipeline import stages
-
         stages.main(params, check=args.check)
         return
     if args.stage == "download":
-        from pipeline import download
-
         download.main(params, args.dataset)
     elif args.stage == "prepare":
         from pipeline import prepare
@@ -144,8 +128,6 @@ def run(args: argparse.Namespace) -> int | None:
 
 
 def _train(args: argparse.Namespace) -> int | None:
-    from pipeline.tracking.run_log import RunLog
-
     loaded = _check_schema(args)
     # The MLflow child first: it checks and opens the store (2 s of one core) while this process
     # imports torch (validating the params does), loads the data and builds the model. Under
@@ -153,6 +135,7 @@ def _train(args: argparse.Namespace) -> int | None:
     tracks = os.environ.get("RANK", "0") == "0"
     with RunLog(args.dataset) if tracks else contextlib.nullcontext() as run_log:
         params = _load_params(args, loaded)
+        spec = _model_spec(params, args)
         from pipeline import train
         from pipeline.engine import distributed
 
@@ -160,52 +143,64 @@ def _train(args: argparse.Namespace) -> int | None:
             if run_log:
                 run_log.close()  # torchrun's rank 0 starts its own
             return distributed.launch(params, args.params, args.dataset, args.model)
-        train.main(params, args.dataset, args.model, run_log)
+        train.main(params, args.dataset, spec, run_log)
     return None
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from pipeline.tracking.run_log import RunLog
-
     loaded = _check_schema(args)
     # The MLflow child first, as for train: it opens the store and imports what logging a model
     # takes while this process imports torch and scores the test set.
     with RunLog(args.dataset, evaluate=True) as run_log:
         params = _load_params(args, loaded)
+        spec = _model_spec(params, args)
         from pipeline import evaluate
 
-        evaluate.main(params, args.dataset, args.model, run_log)
+        evaluate.main(params, args.dataset, spec, run_log)
 
 
 def _check_schema(args: argparse.Namespace):
-    """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: a forked
-    child opens, and on a new store creates, mlflow.db faster than a bad value is found, which
+    """params.yaml's own checks (no torch: 0.3 s cold), before the MLflow child starts: the child
+    opens, and on a new store creates, mlflow.db faster than a bad value is found, which
     left a store behind a stage that wrote nothing else. The models' checks, which import torch,
-    still run beside the child (_load_params)."""
-    from pipeline.config import load_params
-
+    still run beside the child (_model_spec)."""
     return load_params(args.params)
 
 
-def _load_params(args: argparse.Namespace, loaded=None):
-    """The typed params, every model's settings checked against its registry entry, before any
-    stage work: a typo in a model's settings fails the download as it fails the training."""
-    from pipeline.config import load_params
-    from pipeline.models import get_model_spec
-    from pipeline.models.checks import check_models
+# Stages that read no model's settings, and so import no model (nor torch, for download).
+MODEL_FREE = ("download", "prepare")
 
+
+def _load_params(args: argparse.Namespace, loaded=None):
+    """The typed params, before any stage work. Stages that read the whole zoo (the report, the
+    registration, ...) check every model's settings against its registry entry; train and evaluate
+    check their own model's (_model_spec); download and prepare none."""
     params = loaded or load_params(args.params)  # loaded: _check_schema's, read once
-    check_models(params, str(args.params))
-    if getattr(args, "model", None):
-        get_model_spec(args.model)  # a name no model has: the registry's list and the closest match
     _check_listed(params, args)
+    if args.stage not in (*MODEL_FREE, "train", "evaluate"):
+        from pipeline.models.checks import check_models
+
+        check_models(params, str(args.params))
+        if getattr(args, "model", None):  # predict's: a name no model has gets the registry's list
+            from pipeline.models import get_model_spec
+
+            get_model_spec(args.model)
     return params
+
+
+def _model_spec(params, args: argparse.Namespace):
+    """The stage's model, looked up in the registry once (an unknown name fails with the list and
+    the closest match) and its settings checked; the stage receives the spec."""
+    from pipeline.models import get_model_spec
+    from pipeline.models.checks import check_model
+
+    spec = get_model_spec(args.model)
+    check_model(params, args.dataset, spec, str(args.params))
+    return spec
 
 
 def _check_listed(params, args: argparse.Namespace) -> None:
     """A dataset's stages run only while params.yaml lists it (predict reads a registry instead)."""
-    from pipeline.data.datasets import get_dataset
-
     if hasattr(args, "dataset") and args.dataset is None and args.stage != "register":
         args.dataset = params.datasets[0]
     dataset = getattr(args, "dataset", None)
@@ -213,12 +208,8 @@ def _check_listed(params, args: argparse.Namespace) -> None:
         try:
             get_dataset(dataset)
         except ValueError as e:
-            from pipeline.config import ConfigError
-
             raise ConfigError(f"--dataset: {e}") from None
     if args.stage != "predict" and dataset is not None and dataset not in params.datasets:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"{args.params}: datasets is {list(params.datasets)}, without {dataset}: "
                           f"add {dataset} to it to run its stages")
 
@@ -234,8 +225,6 @@ def _check_stages(params) -> None:
     stages = (yaml.safe_load(dvc_file.read_text()) or {}).get("stages", {})
     missing = [d for d in params.datasets if f"train_{d}" not in stages]
     if missing:
-        from pipeline.config import ConfigError
-
         raise ConfigError(f"{dvc_file} has no stages for {', '.join(missing)} of params.yaml `datasets`: run "
                           "`pipeline stages` (it writes dvc.yaml from params.yaml), then `dvc repro`")
 
@@ -304,7 +293,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:
     """One line per stage run, so a `dvc repro` log shows what each stage cost."""
-    if args.stage in ("models", "profile", "predict", "serve", "stages", "warm"):
+    if args.stage in ("models", "profile", "predict", "serve", "stages"):
         return
     # ru_maxrss is in KiB on Linux; children: the torchrun workers of a multi-process run.
     peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
@@ -313,23 +302,8 @@ def _log_usage(args: argparse.Namespace, seconds: float) -> None:
 
 
 def entry() -> None:
-    """The `pipeline` command: a stage runs in a fork of a warm-start template where one serves
-    this process (PIPELINE_WARM, pipeline/warm/), else here."""
-    code = warm_client.run_stage(sys.argv[1:])
-    exit_now(main() if code is None else code)
-
-
-def exit_now(code: int) -> None:
-    """Exits without the interpreter's teardown, once a stage is done.
-
-    Each output is written and closed by then (atomic renames; every MLflow call has
-    committed), and tearing down torch's, matplotlib's and mlflow's modules takes 0.55-1.0 s,
-    which every stage of a `dvc repro` would wait for.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The `pipeline` command."""
+    exit_now(main())
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from pipeline.engine import binary, runtime, scores
 from pipeline.engine.cost import cost_metrics, timed_logits
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner
+from pipeline.models import get_model_spec
+from pipeline.models.registry import ModelSpec
 from pipeline.reporting import figures
 from pipeline.reporting.stats import mean_and_spread
 from pipeline.tracking import serving
@@ -42,17 +44,20 @@ from pipeline.tracking.store import check_store
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None = None) -> dict:
-    """Scores each seed's checkpoint; returns the metrics averaged over the seeds. `run_log`: the
-    MLflow child `pipeline evaluate` started first thing; one is started here if None."""
+def main(params: Params, dataset: str, model: ModelSpec | str, run_log: RunLog | None = None) -> dict:
+    """Scores each seed's checkpoint; returns the metrics averaged over the seeds. `model`: the
+    spec the CLI looked up, or a registered name; `run_log`: the MLflow child `pipeline evaluate`
+    started first thing; one is started here if None."""
+    spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
     with contextlib.ExitStack() as stack:
         run_log = run_log or stack.enter_context(RunLog(dataset, evaluate=True))
         # The figures and model files each seed's run gets stay until the child has logged them.
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        return _evaluate(params, dataset, model_name, run_log, scratch)
+        return _evaluate(params, dataset, spec, run_log, scratch)
 
 
-def _evaluate(params: Params, dataset: str, model_name: str, run_log: RunLog, scratch: Path) -> dict:
+def _evaluate(params: Params, dataset: str, spec: ModelSpec, run_log: RunLog, scratch: Path) -> dict:
+    model_name = spec.name
     cfg = params.train_config(dataset, model_name)  # fails early on a model not in params.yaml
     seeds = params.seeds_for(dataset, model_name)
     device = runtime.setup(params.runtime, seeds[0])
@@ -75,7 +80,7 @@ def _evaluate(params: Params, dataset: str, model_name: str, run_log: RunLog, sc
     evaluation_input = prepared_dataset(dataset, "evaluation", {"test": len(data["test_y"]), "val": len(data["val_y"])})
     runs, cost = [], None
     for seed, checkpoint, validation, val_size in zip(seeds, checkpoints, validations, val_sizes):
-        learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime)
+        learner = build_learner(spec, dataset, cfg, device, seed, params.runtime)
         learner.load_state_dict(checkpoint["state_dict"])
         scored = _score(learner, data, dataset, params.runtime.eval_batch_size, _stored_val_logits(checkpoint, data))
         # Only once the test set is scored: the other source comes after it and selects nothing.

@@ -34,7 +34,7 @@ HEADER = ("# Written by `pipeline stages` from params.yaml (`datasets` and `trai
 
 # pipeline/data whole: the dataset registry imports the modules it finds there, not named in any import.
 DATA_DEPS = ["pipeline/artifacts.py", "pipeline/errors.py", "pipeline/config", "pipeline/data"]
-MODEL_DEPS = [*DATA_DEPS, "pipeline/engine", "pipeline/models"]
+MODEL_DEPS = [*DATA_DEPS, "pipeline/engine", "pipeline/models", "pipeline/speedups.py"]
 
 
 def dataset_stages(params: Params) -> dict[str, Any]:
@@ -95,8 +95,7 @@ def model_stages(params: Params, dataset: str) -> dict[str, Any]:
     return {
         f"train_{dataset}": {"foreach": f"${{train.{dataset}}}", "do": {
             "cmd": f"pipeline train --dataset {dataset} --model ${{key}}",
-            "deps": [f"data/{dataset}/prepared.pt", "pipeline/train.py", *MODEL_DEPS, "pipeline/tracking",
-                     "pipeline/warm/client.py"],
+            "deps": [f"data/{dataset}/prepared.pt", "pipeline/train.py", *MODEL_DEPS, "pipeline/tracking"],
             "params": ["runtime", "seeds", f"train.{dataset}.${{key}}"],
             "outs": [f"models/{dataset}/${{key}}"],  # seed<k>.pt per seed
             "plots": [{f"metrics/{dataset}/curves/${{key}}": {"cache": False, "x": "epoch", "y": "val_accuracy"}}],
@@ -104,8 +103,7 @@ def model_stages(params: Params, dataset: str) -> dict[str, Any]:
         f"evaluate_{dataset}": {"foreach": f"${{train.{dataset}}}", "do": {
             "cmd": f"pipeline evaluate --dataset {dataset} --model ${{key}}",
             "deps": [f"data/{dataset}/prepared.pt", f"models/{dataset}/${{key}}", "pipeline/evaluate.py", *MODEL_DEPS,
-                     "pipeline/reporting/figures.py", "pipeline/reporting/stats.py", "pipeline/tracking",
-                     "pipeline/warm/client.py"],
+                     "pipeline/reporting/figures.py", "pipeline/reporting/stats.py", "pipeline/tracking"],
             "params": evaluate_params,
             # The mean over the seeds; each seed's run; the first seed's per-class scores and plots.
             "metrics": [{f"metrics/{dataset}/${{key}}.json": {"cache": False}}],

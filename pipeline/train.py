@@ -27,24 +27,28 @@ from pipeline.engine.cost import learner_flops
 from pipeline.engine.inference import loss_and_accuracy
 from pipeline.engine.learners import build_learner
 from pipeline.models import get_model_spec
+from pipeline.models.registry import ModelSpec
 from pipeline.tracking.run_log import RunLog
 from pipeline.tracking.store import TrackingError
 
 log = logging.getLogger(__name__)
 
 
-def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None = None) -> list[dict]:
+def main(params: Params, dataset: str, model: ModelSpec | str, run_log: RunLog | None = None) -> list[dict]:
     """Trains the model once per seed; returns the checkpoints in seed order.
 
-    `run_log`: the MLflow child `pipeline train` started first thing; one is started here if None.
+    `model`: the spec the CLI looked up, or a registered name; `run_log`: the MLflow child
+    `pipeline train` started first thing; one is started here if None.
     """
+    spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
+    model_name = spec.name
     seeds = params.seeds_for(dataset, model_name)
     distributed.check(params)
     with (distributed.session(params.runtime.distributed, params.runtime.device) as world,
           contextlib.ExitStack() as stack):
         if world.is_main and run_log is None:
             run_log = stack.enter_context(RunLog(dataset))
-        checkpoints = [train_seed(params, dataset, model_name, seed, world, run_log) for seed in seeds]
+        checkpoints = [train_seed(params, dataset, spec, seed, world, run_log) for seed in seeds]
         # A stale seed's files (from a longer seeds list) must not outlive it, to be read as
         # current by someone listing the folder; removed only once every seed has its own, so a
         # run that fails leaves the earlier results as they were.
@@ -55,7 +59,7 @@ def main(params: Params, dataset: str, model_name: str, run_log: RunLog | None =
         return checkpoints
 
 
-def train_seed(params: Params, dataset: str, model_name: str, seed: int,
+def train_seed(params: Params, dataset: str, spec: ModelSpec, seed: int,
                world: runtime.World = runtime.World(), run_log: RunLog | None = None) -> dict:
     """One training run: seeded weights, shuffling and subsets; its own MLflow run. Goes on from
     the resume file an interrupted run left (pipeline.engine.resume), if its settings match.
@@ -63,10 +67,10 @@ def train_seed(params: Params, dataset: str, model_name: str, seed: int,
     In a multi-process run (`world`) every rank trains its shard; rank 0 alone writes files
     and talks to MLflow, through `run_log` (None on the other ranks).
     """
+    model_name = spec.name
     cfg = params.train_config(dataset, model_name)
     device = runtime.setup(params.runtime, seed, world)
-    spec = get_model_spec(model_name)
-    learner = build_learner(model_name, dataset, cfg, device, seed, params.runtime, world)
+    learner = build_learner(spec, dataset, cfg, device, seed, params.runtime, world)
     # The test split selects nothing: it never reaches the training code.
     data = subset_splits({k: v for k, v in load_prepared(dataset).items() if not k.startswith("test_")},
                          cfg, seed)

@@ -1,7 +1,10 @@
 """Resumable training: a real `pipeline train` killed with SIGKILL and run again ends exactly
-like an uninterrupted run; a resume file made with other settings is ignored."""
+like an uninterrupted run; a resume file made with other settings is ignored. Only the killed run
+is a process of its own (SIGKILL is the point); the others call the stage here."""
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -14,8 +17,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline import artifacts
+from pipeline import artifacts, train
 from pipeline.artifacts import load_prepared
+from pipeline.config import load_params
 from pipeline.engine import resume
 from pipeline.engine.learners import build_learner
 from tests.conftest import new_store, shrunk_params, shrunk_params_dict
@@ -35,10 +39,19 @@ def _params_file(folder: Path, **train) -> Path:
     return path
 
 
-def _train(params_file: Path, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run(_command(params_file), cwd=cwd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    return proc
+def _train(params_file: Path, cwd: Path, env: dict, caplog: pytest.LogCaptureFixture | None = None) -> str:
+    """The train stage in this process, as `_command` runs it; what it logged."""
+    threads = torch.get_num_threads()  # the params' one thread, for this stage only
+    with pytest.MonkeyPatch.context() as monkeypatch, (
+            caplog.at_level(logging.INFO) if caplog else contextlib.nullcontext()):
+        monkeypatch.chdir(cwd)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        try:
+            train.main(load_params(params_file), "mnist", MODEL)
+        finally:
+            torch.set_num_threads(threads)
+    return caplog.text if caplog else ""
 
 
 def _command(params_file: Path) -> list[str]:
@@ -50,7 +63,7 @@ def _train_killed(params_file: Path, cwd: Path, env: dict) -> dict:
     """Starts the stage and SIGKILLs it once an epoch's resume file exists; returns that file."""
     (cwd / RESUME).unlink(missing_ok=True)
     (cwd / CHECKPOINT).unlink(missing_ok=True)  # as DVC deletes a stage's outputs before running it
-    proc = subprocess.Popen(_command(params_file), cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(params_file), cwd=cwd, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         while not (cwd / RESUME).exists() and proc.poll() is None:
@@ -85,7 +98,7 @@ def _assert_same_training(checkpoint: dict, curves: list[str], reference: tuple[
 @pytest.fixture(scope="module")
 def stage_env(prepared_workspace, tmp_path_factory, empty_store):
     folder = tmp_path_factory.mktemp("resume")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(empty_store, folder), "PIPELINE_GROUP": "pytest"}
+    env = {"MLFLOW_TRACKING_URI": new_store(empty_store, folder), "PIPELINE_GROUP": "pytest"}
     return prepared_workspace, folder, env
 
 
@@ -97,14 +110,14 @@ def uninterrupted(stage_env):
     return _outputs(cwd)
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(stage_env, uninterrupted):
+def test_killed_run_resumes_to_the_uninterrupted_result(stage_env, uninterrupted, caplog):
     cwd, folder, env = stage_env
     params_file = _params_file(folder)
     killed = _train_killed(params_file, cwd, env)
     done = killed["progress"]["epoch"]
 
-    rerun = _train(params_file, cwd, env)
-    assert f"resuming from {RESUME} after epoch {done}" in rerun.stderr
+    rerun = _train(params_file, cwd, env, caplog)
+    assert f"resuming from {RESUME} after epoch {done}" in rerun
     checkpoint, curves = _outputs(cwd)
     _assert_same_training(checkpoint, curves, uninterrupted)
     assert not (cwd / RESUME).exists()  # deleted once the run finished
@@ -118,12 +131,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(stage_env, uninterrupted
     assert sorted(steps) == list(range(1, EPOCHS + 1))
 
 
-def test_resume_file_of_other_settings_is_ignored(stage_env, uninterrupted):
+def test_resume_file_of_other_settings_is_ignored(stage_env, uninterrupted, caplog):
     cwd, folder, env = stage_env
     stale = _train_killed(_params_file(folder, lr=0.001), cwd, env)  # cnn1 trains at 0.003
 
-    rerun = _train(_params_file(folder), cwd, env)  # the uninterrupted run's settings
-    assert f"ignoring resume file {RESUME}: made with other settings" in rerun.stderr
+    rerun = _train(_params_file(folder), cwd, env, caplog)  # the uninterrupted run's settings
+    assert f"ignoring resume file {RESUME}: made with other settings" in rerun
     checkpoint, curves = _outputs(cwd)
     _assert_same_training(checkpoint, curves, uninterrupted)
     assert checkpoint["mlflow_run_id"] != stale["progress"]["run_id"]

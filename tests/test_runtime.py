@@ -1,4 +1,5 @@
-"""Process-wide settings of pipeline.engine.runtime, each checked in a fresh Python process."""
+"""Process-wide settings of pipeline.engine.runtime and pipeline.speedups, each checked in a fresh
+Python process."""
 from __future__ import annotations
 
 import subprocess
@@ -20,12 +21,14 @@ def test_cpu_determinism_is_on_without_importing_inductor():
 
 STEP_FAULTS = """
 import ctypes, resource, sys, torch
-from pipeline.engine import runtime
+from pipeline import speedups
+from pipeline.engine import runtime  # what a stage has imported when runtime.setup calls it: the heap
+# a bare interpreter starts from faults more pages in (3 steps' worth in some runs)
 if sys.argv[1] == "keep":
-    runtime.keep_freed_memory()
+    speedups.keep_freed_memory()
 else:  # glibc's starting point, 128 KiB, held there: left alone, glibc moves it as buffers are
     # freed, and a fresh process faults every step or only some, from run to run
-    ctypes.CDLL(None).mallopt(runtime.M_MMAP_THRESHOLD, 128 << 10)
+    ctypes.CDLL(None).mallopt(speedups.M_MMAP_THRESHOLD, 128 << 10)
 def step():  # a training step's pattern: large buffers alive together, then all freed
     buffers = [torch.ones(11 << 20, dtype=torch.uint8) for _ in range(4)]
     del buffers

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import mlflow
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from pipeline import artifacts, evaluate, train
+from pipeline import artifacts, cli, evaluate, train
 from pipeline.artifacts import read_curves
 from pipeline.data import mnist
 from pipeline.engine import learners, optim
-from tests.conftest import SHARED_MNIST, shrunk_params
+from pipeline.models import registry
+from tests.conftest import SHARED_MNIST, shrunk_params, shrunk_params_dict
 
 
 def _run(model: str, **overrides):
@@ -50,6 +53,28 @@ def test_train_and_evaluate_log_one_complete_run(workspace, mlflow_uri):
     assert np.asarray(loaded.predict(x)).shape == (2, 10)
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None
+
+
+@pytest.mark.parametrize("stage", ["train", "evaluate"])
+def test_the_cli_looks_the_model_up_once_and_hands_its_spec_down(workspace, mlflow_uri, monkeypatch, stage):
+    """The model name is resolved in one place: every module that holds the registry's lookup
+    has it counted, with its caller (the real lookup still answers). Evaluate's written model is
+    also loaded back as a server loads it, which reads the name from its model.json."""
+    (workspace / "lookup.yaml").write_text(yaml.safe_dump(shrunk_params_dict(models=["logreg"])))
+    if stage == "evaluate":  # a checkpoint to score
+        assert cli.main(["--params", "lookup.yaml", "train", "--dataset", "mnist", "--model", "logreg"]) == 0
+    looked_up, lookup = [], registry.get_model_spec
+
+    def counted(name):
+        looked_up.append((sys._getframe(1).f_globals["__name__"], name))
+        return lookup(name)
+
+    for module in [m for name, m in sys.modules.items() if name.startswith("pipeline.")]:
+        if module is not registry and getattr(module, "get_model_spec", None) is lookup:
+            monkeypatch.setattr(module, "get_model_spec", counted)
+    assert cli.main(["--params", "lookup.yaml", stage, "--dataset", "mnist", "--model", "logreg"]) == 0
+    served_check = [("pipeline.tracking.serving", "logreg")] if stage == "evaluate" else []
+    assert looked_up == [("pipeline.cli", "logreg"), *served_check]
 
 
 def test_same_params_give_identical_metrics_on_cpu(workspace, mlflow_uri):

@@ -31,11 +31,11 @@ PREPARED_SET_BYTES = 1 << 30
 PREPARE_CHUNK = 4096  # images normalised at a time: the peak stays near the result's own size
 
 
-def build_learner(model_name: str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int,
+def build_learner(model: ModelSpec | str, dataset: str, cfg: TrainConfig, device: torch.device, seed: int,
                   runtime: RuntimeConfig | None = None, world: World = World()):
-    """`runtime`: the device speed-ups (None: none of them); `world`: this process's rank among
-    those of a data-parallel run (torch models only)."""
-    spec = get_model_spec(model_name)
+    """`model`: the stage's spec, or a registered name; `runtime`: the device speed-ups (None:
+    none of them); `world`: this process's rank among those of a data-parallel run (torch models only)."""
+    spec = model if isinstance(model, ModelSpec) else get_model_spec(model)
     if spec.framework == "numpy":
         return NumpyLearner(spec, dataset, cfg, seed)
     return TorchLearner(spec, dataset, cfg, device, runtime, world)

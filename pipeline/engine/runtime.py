@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.config import RuntimeConfig
+from pipeline.speedups import deterministic_algorithms, keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -67,45 +66,6 @@ def usable_cores() -> int:
     except (OSError, ValueError):
         pass  # no cgroup v2 limit readable: the affinity holds
     return cores
-
-
-def deterministic_algorithms() -> None:
-    """torch.use_deterministic_algorithms(True) without its import of torch._inductor.
-
-    The public call also sets the flag of torch.compile's inductor, whose import added 1.5-1.7 s
-    to every stage's start-up on 2 cores (bench/pipeline_overhead.py startup); the pipeline never
-    compiles, so ATen's flag is all it needs. Where torch lacks the private setter, or inductor
-    is imported anyway, the public call does the job.
-    """
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is None or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(True)
-    else:
-        setter(True)
-
-
-# glibc's mallopt() parameters (malloc.h).
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-MMAP_THRESHOLD = 32 << 20  # the most glibc accepts on 64-bit
-TRIM_THRESHOLD = 2**31 - 1
-
-
-def keep_freed_memory() -> None:
-    """Makes glibc's malloc keep the memory a training step frees, for the next step to reuse.
-
-    By default each buffer over 128 KiB (a CNN's activations and gradients, e.g. 11 MB for
-    keras_cnn2 at batch 128) is a fresh mmap, returned to the kernel when freed, so every step
-    zero-fills new pages: 14 million page faults in a 3-epoch keras_cnn2 run, which made its
-    epochs 13-14 s instead of 6-7 s (bench/time_to_accuracy.py). glibc raises that threshold
-    by itself only as large buffers get freed, so how much a run paid depended on its history.
-    Here buffers up to 32 MiB come from the heap and its top is never trimmed: 1 million page
-    faults, epochs of 6.5-7.9 s; the price is peak resident memory, +3% for that run and up to
-    +19% for a two-seed stage (BENCHMARKS.md). Not glibc (macOS, musl): nothing to do.
-    """
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def resolve_device(name: str) -> torch.device:

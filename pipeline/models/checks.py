@@ -16,18 +16,24 @@ NPROC_KEY = "runtime.distributed.nproc"
 def check_models(params: Params, source: str = "params.yaml") -> None:
     """ConfigError for the first model name or setting its registry entry cannot honour."""
     for dataset, models in params.train.items():
-        for name, cfg in models.items():
-            key = f"train.{dataset}.{name}"
+        for name in models:
             try:
                 spec = get_model_spec(name)
             except UnknownModelError as e:
-                raise ConfigError(f"{source}: {key}: {e}") from None
-            if not spec.accepts(dataset):
-                raise ConfigError(f"{source}: {key}: model {name!r} trains on {' and '.join(spec.datasets)} "
-                                  "and on image folders only")
-            problem = settings_problem(spec, dataset, cfg, params.runtime.distributed.nproc)
-            if problem:
-                raise ConfigError(f"{source}: {key}{problem}")
+                raise ConfigError(f"{source}: train.{dataset}.{name}: {e}") from None
+            check_model(params, dataset, spec, source)
+
+
+def check_model(params: Params, dataset: str, spec: ModelSpec, source: str = "params.yaml") -> None:
+    """ConfigError where train.<dataset>.<model> is missing or asks what the model cannot do."""
+    key = f"train.{dataset}.{spec.name}"
+    cfg = params.train_config(dataset, spec.name)
+    if not spec.accepts(dataset):
+        raise ConfigError(f"{source}: {key}: model {spec.name!r} trains on {' and '.join(spec.datasets)} "
+                          "and on image folders only")
+    problem = settings_problem(spec, dataset, cfg, params.runtime.distributed.nproc)
+    if problem:
+        raise ConfigError(f"{source}: {key}{problem}")
 
 
 def settings_problem(spec: ModelSpec, dataset: str, cfg: TrainConfig, nproc: int = 1) -> str | None:

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import multiprocessing
 import signal
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from pipeline.reporting.comparisons import Comparison, PairTest, Recommendation,
 from pipeline.reporting.interpretation import interpret_model
 from pipeline.reporting.results import ModelResult, read_csv
 from pipeline.reporting.tables import accuracy_interval
+from pipeline.speedups import fork_map
 
 log = logging.getLogger(__name__)
 GALLERY_SIZE = 18
@@ -81,11 +80,6 @@ def build_dataset_report(dataset: str, results: list[ModelResult], models: list[
                          comparison_sections(dataset, results, out), cost_figure)
 
 
-# What the forked workers of model_sections read: set before they start, so that nothing (the
-# predictions, the test images) is pickled on the way in.
-_JOBS: list[tuple] = []
-
-
 def model_sections(jobs: list[tuple], workers: int | None = None) -> list[ModelSection]:
     """`model_section(*job)` for each job, in order, on every core: one process per core (or
     `workers`; 1: in this process), each drawing one model at a time with one torch thread.
@@ -105,17 +99,9 @@ def model_sections(jobs: list[tuple], workers: int | None = None) -> list[ModelS
             return [model_section(*job) for job in jobs]
         finally:
             torch.set_num_threads(threads)
-    global _JOBS
-    _JOBS = jobs
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                               initializer=_worker_start)
-    try:
-        parts = list(pool.map(_section_parts, range(len(jobs))))
-    finally:
-        # On Ctrl-C or a failed section: the sections under way finish (a few seconds), the rest
-        # never start, and the caller removes what was drawn.
-        pool.shutdown(wait=True, cancel_futures=True)
-        _JOBS = []
+    # On Ctrl-C or a failed section the sections under way finish (a few seconds), the rest never
+    # start, and the caller removes what was drawn.
+    parts = fork_map(_section_parts, jobs, workers, _worker_start)
     return [ModelSection(job[0], *part) for job, part in zip(jobs, parts)]
 
 
@@ -125,8 +111,8 @@ def _worker_start() -> None:
     torch.set_num_threads(1)
 
 
-def _section_parts(k: int) -> tuple:
-    section = model_section(*_JOBS[k])
+def _section_parts(job: tuple) -> tuple:
+    section = model_section(*job)
     return section.figures, section.layers, section.notes, section.errors
 
 

@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.speedups import exit_now
 from pipeline.tracking.runs import (
     end_run,
     log_epoch,
@@ -44,23 +45,21 @@ from pipeline.tracking.runs import (
     start_training_run,
 )
 from pipeline.tracking.store import TrackingError, check_store, describe_failure
-from pipeline.warm.client import WarmProcess
 
 ANSWERED = ("start", "reopen", "flush", "end")  # the requests the child answers
 
 
 class RunLog:
     """The child's handle in the stage; one per stage process, runs opened one after another.
-    `evaluate`: the child also readies itself to log models (serving.warm)."""
+    `evaluate`: the child also readies itself to log models (serving.preload)."""
 
     def __init__(self, dataset: str, evaluate: bool = False) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": python_path}
         args = [dataset, *(["evaluate"] if evaluate else [])]
-        # A fork of the mlflow template where one serves (pipeline/warm/), else a new interpreter.
         # stderr is the stage's own: MLflow's messages land in the stage log, as in-process ones did.
-        self.process = WarmProcess.start("pipeline.tracking.run_log", args, env) or subprocess.Popen(
+        self.process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.tracking.run_log", *args], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.used = False
@@ -184,7 +183,7 @@ def serve(dataset: str, requests, answers, signals: "_Signals | None" = None, ev
         if evaluate:
             from pipeline.tracking import serving
 
-            serving.warm()
+            serving.preload()
     except TrackingError as e:
         unusable = str(e)
     except Exception as e:  # an unreadable store, a broken mlflow install alike
@@ -280,11 +279,9 @@ def main() -> None:
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     serve(sys.argv[1], sys.stdin, answers, signals, evaluate=sys.argv[2:] == ["evaluate"])
-    # Every run is stored (each MLflow call commits): skip the interpreter's teardown of
-    # mlflow's modules, 0.75 s the stage would wait for.
-    for stream in (answers, sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(0)
+    # Every run is stored (each MLflow call commits): the stage need not wait for mlflow's teardown.
+    answers.flush()
+    exit_now(0)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def log_model(run_id: str, request: dict) -> None:
         )
 
 
-def warm() -> None:
+def preload() -> None:
     """Imports what logging a model takes (MLflow's model code): the evaluate stage's MLflow child
     does this while the stage scores, not after."""
     import mlflow.models  # noqa: F401
