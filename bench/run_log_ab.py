@@ -8,7 +8,7 @@ synchronous (MLflow's default), which tells what asynchronous logging itself buy
 Each repeat starts one plain process per design, A, B, C (interleaved: other work on the machine
 slows both alike, so the ratio holds where the absolute times drift), into one real sqlite store
 in a temporary folder (created and migrated before the first timed run, as `dvc repro`'s earlier
-stages leave it). No warm-start fork server: PIPELINE_WARM is removed from the environment.
+stages leave it).
 
 The measured process does what `pipeline train --dataset mnist --model logreg` does, in its order:
 A starts the child first, then imports torch; loads a prepared MNIST file (written once from
@@ -207,7 +207,7 @@ def main() -> None:
         workspace = Path(tmp)
         write_prepared(args.mnist, workspace)
         uri = f"sqlite:///{workspace / 'mlflow.db'}"
-        env = {k: v for k, v in os.environ.items() if k != "PIPELINE_WARM"}
+        env = dict(os.environ)
         env.update(MLFLOW_TRACKING_URI=uri, PIPELINE_GROUP="bench-run-log-ab",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         # The store made and migrated (seconds) before any timed run, and each design run once

@@ -1,7 +1,7 @@
 """One stage's wall time under two commits of pipeline/, alternating, on the outputs
 of a whole `dvc repro`: what a change to a stage's start-up or bookkeeping saves, read on the
 same machine in the same minutes (this machine's speed drifts by more than such a change within
-an hour: BENCHMARKS.md, "The report stage, and the yardstick's drift").
+an hour: BENCHMARKS.md, "The report stage").
 
     python bench/stage_ab.py --workspace ../ci-check --old a8d899d --new HEAD \\
         --stage "evaluate --dataset mnist --model logreg" --rounds 4

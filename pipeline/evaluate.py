@@ -224,7 +224,7 @@ def _log_to_run(run_log: RunLog, folder: Path, dataset, model_name, seed, run_id
                 limits: dict, evaluation_input: dict) -> None:
     """The seed's test metrics, served model and figures, sent to the MLflow child for its
     training run; the files go into `folder`. The model first: the child logs it (its slowest
-    part, 0.3-0.5 s) while this process draws the figures (BENCHMARKS.md, "Ninth round")."""
+    part, 0.3-0.5 s) while this process draws the figures (BENCHMARKS.md, "Stage overheads")."""
     folder.mkdir()
     model = serving.model_request(learner.served_model(),
                                   serving.servable(learner, dataset, data["test_x"], scored["class_names"],

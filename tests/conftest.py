@@ -134,7 +134,7 @@ def _mlflow_follows_the_environment():
 def empty_store(tmp_path_factory) -> Path:
     """A new MLflow sqlite store, made once per worker, for new_store() to copy. MLflow makes a
     store's tables through its whole chain of schema migrations: 0.86-0.94 s, against 0.05 s to
-    open a copy of a made one (BENCHMARKS.md, "The test suite, fifth round"), and some 30 tests
+    open a copy of a made one (BENCHMARKS.md, "The test suite"), and some 30 tests
     and fixtures each need a new store. The tests about making a store make their own
     (tests/test_concurrent_store.py; a missing store in test_bad_input.py, test_tracking_server.py)."""
     import mlflow

@@ -94,7 +94,7 @@ def mlflow_server(backend_store_uri: str, artifacts_destination: Path, log_path:
                "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     # MLflow's job runner off, as README "Team tracking server" runs it: the pipeline submits no
     # MLflow jobs, and on a database store the runner starts eight processes, each importing mlflow
-    # (31 s of the two cores in the server's first 40 s here; BENCHMARKS.md, "Ninth round").
+    # (31 s of the two cores in the server's first 40 s here; BENCHMARKS.md, "MLflow server job runner").
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with log_path.open("wb") as log:
         # Its own process group: the CLI's uvicorn workers are stopped with it.

@@ -37,8 +37,6 @@ STAGES = dict(LAYERS)["stages"]
 # The model registry imports its family modules to find them, and each family registers its
 # models with the registry's decorator: a circle by design, the one allowed.
 REGISTRY_CIRCLE = "pipeline.models.registry"
-# Deleted from the package; never walked.
-GONE = ("pipeline.warm",)
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
@@ -47,8 +45,7 @@ def module_name(path: Path, package: Path = PACKAGE) -> str:
 
 
 def modules(package: Path = PACKAGE) -> dict[str, Path]:
-    found = {module_name(p, package): p for p in sorted(package.rglob("*.py"))}
-    return {name: p for name, p in found.items() if not name.startswith(GONE)}
+    return {module_name(p, package): p for p in sorted(package.rglob("*.py"))}
 
 
 def _type_checking_only(node: ast.AST) -> bool:
@@ -174,7 +171,6 @@ def test_the_walk_sees_the_package_and_its_deferred_imports(graph):
     assert "pipeline.artifacts" in graph["pipeline.data.datasets"]
     # datasets.py names the config's Params under TYPE_CHECKING only: not an import.
     assert "pipeline.config" not in graph["pipeline.data.datasets"]
-    assert not any(name.startswith(GONE) for name in graph)
 
 
 def test_no_module_imports_a_layer_above_its_own(graph):

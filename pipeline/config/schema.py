@@ -87,7 +87,7 @@ class TrainConfig:
     input_size: int | None = None
     # The course's augmentation for transfer learning, on training batches only.
     augment: bool = False
-    # Robust by design (issue #25; BENCHMARKS.md, "Issue #25"), in pipeline.data.presets:
+    # Robust by design (BENCHMARKS.md, "Crack recipes for another camera"), in pipeline.data.presets:
     # normalise: dataset (the dataset's fixed or measured mean and std; ImageNet's for 3 channels)
     # or per_image (each image minus its own mean, over its own std, in training, evaluation and
     # serving alike: the logged model carries it).

@@ -57,7 +57,7 @@ def digits_file() -> Path:
     """scikit-learn's copy of the digits, the file `sklearn.datasets.load_digits()` reads.
 
     Found, not imported: importing scikit-learn's loader costs the evaluate stage 0.7 s (BENCHMARKS.md,
-    "Issue #23", "Stage overheads") for a 70 KB table; DIGITS_SHA256 proves these are its digits."""
+    "Stage overheads") for a 70 KB table; DIGITS_SHA256 proves these are its digits."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
         raise DataError("scikit-learn is not installed, and its copy of UCI's digits with it: "

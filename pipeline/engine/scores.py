@@ -3,7 +3,7 @@ in scikit-learn's `classification_report(output_dict=True, zero_division=0)` for
 
 Why not scikit-learn's own: importing `sklearn.metrics` (and scipy.stats, which
 sklearn.utils.fixes pulls in) cost every `pipeline evaluate` 0.7 s of logreg's 7 (BENCHMARKS.md,
-"Issue #23", "Stage overheads"), for arithmetic on a K x K matrix.
+"Stage overheads"), for arithmetic on a K x K matrix.
 tests/test_scores.py holds these to scikit-learn's figures. The binary figures (ROC and PR
 curves, pipeline.engine.binary) still come from scikit-learn: a crack stage pays its import.
 """

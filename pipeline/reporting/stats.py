@@ -2,7 +2,7 @@
 and whether we beat a source's figure. scipy and statsmodels do the maths.
 
 They are imported by the functions that use them: the evaluate stage needs mean_and_spread only,
-and spends no time on scipy.stats' import (BENCHMARKS.md, "Issue #23", "Stage overheads")."""
+and spends no time on scipy.stats' import (BENCHMARKS.md, "Stage overheads")."""
 from __future__ import annotations
 
 from dataclasses import dataclass
