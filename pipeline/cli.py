@@ -29,6 +29,7 @@ from pipeline.config import ConfigError, load_params
 from pipeline.config.profiles import apply_profile
 from pipeline.data.datasets import get_dataset
 from pipeline.engine import signals
+from pipeline.errors import PipelineError
 from pipeline.speedups import exit_now
 from pipeline.tracking.run_log import RunLog
 
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:
             if received:  # a library turned the KeyboardInterrupt into an error of its own
                 return _interrupted(args, received, e)
-            if not isinstance(e, _user_errors()):
+            if not isinstance(e, (PipelineError, FileNotFoundError)):
                 from pipeline.artifacts import disk_full
 
                 if not disk_full(e):
@@ -274,21 +275,6 @@ def _interrupted(args: argparse.Namespace, received: list[int], error: BaseExcep
     how = "terminated" if signum == signal.SIGTERM else "interrupted"
     print(f"pipeline {args.stage}: {how}: {what}", file=sys.stderr)
     return signals.EXIT_CODES[signum]
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """The expected user-facing failures: one clear line, no traceback.
-
-    Imported only once something failed: the models' module imports torch, which the train
-    stage's MLflow child must not wait for.
-    """
-    from pipeline.config import ConfigError
-    from pipeline.engine.learners import TrainingDiverged
-    from pipeline.errors import DataError
-    from pipeline.models import UnknownModelError
-    from pipeline.tracking.store import TrackingError
-
-    return ConfigError, DataError, FileNotFoundError, UnknownModelError, TrackingError, TrainingDiverged
 
 
 def _log_usage(args: argparse.Namespace, seconds: float) -> None:

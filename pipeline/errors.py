@@ -14,11 +14,16 @@ MAX_SEED = 2**32 - 1
 MAX_SIDE = 512
 
 
-class ConfigError(ValueError):
+class PipelineError(Exception):
+    """What a stage reports as one line (`pipeline <stage>: error: ...`, exit 2), no traceback: the
+    message names the file, key or value and the fix. Each kind below, wherever it is defined."""
+
+
+class ConfigError(PipelineError, ValueError):
     """A params.yaml problem; the message names the key and the fix."""
 
 
-class DataError(RuntimeError):
+class DataError(PipelineError, RuntimeError):
     """A data file is missing, corrupt or not what it claims to be; the message names it."""
 
 

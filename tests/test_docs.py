@@ -136,3 +136,30 @@ def test_readme_test_command_is_what_ci_runs():
     positions = [ci.index(step) if step in ci else -1 for step in steps]
     assert -1 not in positions, f".ci/run lacks a line of the README's test command: {steps} in {positions}"
     assert positions == sorted(positions), f".ci/run runs {steps} out of the README's order"
+
+
+def test_the_readme_model_example_registers_trains_and_takes_its_settings(monkeypatch):
+    """README "Add a model", as written: its builder registers, builds, takes a training step, and
+    its params.yaml lines parse."""
+    import torch
+    import yaml
+
+    from pipeline.config import parse_params
+    from pipeline.models import classic, registry
+    from tests.conftest import shrunk_params_dict
+
+    section = README.read_text().split("## Add a model", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    settings = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL).group(1))
+    registry.list_models()  # the families registered first, so that the example is the one added
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))  # undone after the test
+    exec(compile(code, "README.md", "exec"), dict(vars(classic)))  # in the family module it names
+    (name,) = settings["train"]["mnist"]
+    assert name in registry.list_models("mnist")
+    model = registry.create_model(name)
+    images, labels = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    loss = torch.nn.functional.cross_entropy(model(images), labels)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    params = parse_params(shrunk_params_dict(models=["logreg"], train={"mnist": settings["train"]["mnist"]}))
+    assert params.train_config("mnist", name).epochs == settings["train"]["mnist"][name]["epochs"]

@@ -21,6 +21,7 @@ from pipeline.engine.inference import loss_fn, predict_logits, predicted_classes
 from pipeline.engine.numpy_learner import NumpyLearner
 from pipeline.engine.optim import WeightAverage, build_optimizer, build_scheduler
 from pipeline.engine.runtime import World, accelerator
+from pipeline.errors import PipelineError
 from pipeline.models import count_params, get_model_spec
 from pipeline.models.registry import ModelSpec
 
@@ -41,7 +42,7 @@ def build_learner(model: ModelSpec | str, dataset: str, cfg: TrainConfig, device
     return TorchLearner(spec, dataset, cfg, device, runtime, world)
 
 
-class TrainingDiverged(ValueError):
+class TrainingDiverged(PipelineError, ValueError):
     """The loss became NaN or infinite: nothing the run goes on to learn can be trusted."""
 
 

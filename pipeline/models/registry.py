@@ -9,6 +9,7 @@ from typing import Callable
 from torch import nn
 
 from pipeline.data.datasets import get_dataset, registered
+from pipeline.errors import PipelineError
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def register_model(*, dataset: str | tuple[str, ...], input_size: int, source: s
     return wrap
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(PipelineError, ValueError):
     pass
 
 

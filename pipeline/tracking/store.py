@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative: DVC runs stages at the repo root
 
 
@@ -38,7 +40,7 @@ DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 OTHER_SCHEMES = ("databricks", "databricks-uc", "uc")
 
 
-class TrackingError(RuntimeError):
+class TrackingError(PipelineError, RuntimeError):
     """The MLflow store cannot be reached, or lacks a run the pipeline's files point to."""
 
 
