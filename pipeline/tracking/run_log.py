@@ -63,6 +63,7 @@ class RunLog:
             [sys.executable, "-m", "pipeline.tracking.run_log", *args], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.used = False
+        self.unanswered = 0  # requests sent whose answer is not read yet
 
     def start(self, model: str, params: dict[str, Any], tags: dict[str, str], system_metrics: bool = False) -> str:
         """Opens the model's run in the dataset's experiment; returns its id. `system_metrics`:
@@ -125,8 +126,6 @@ class RunLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    unanswered = 0  # requests sent whose answer is not read yet
 
     def _send(self, message: dict) -> None:
         self.used = True
